@@ -1,0 +1,170 @@
+//! The command line: `serve`, `dry-run` and `check`. Errors are one readable line each.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::dryrun::{self, Report};
+use crate::policy::{Loaded, Policy, Severity};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "image-mirror-webhook",
+    version,
+    about = "Rewrites Pod image references to mirrors by one cluster-wide policy, at admission"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what admission would do to objects or to single image references.
+    DryRun(DryRunArgs),
+    /// Validate a policy: print every error, warning and note with its line and column.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DryRunArgs {
+    /// The policy to apply.
+    #[arg(long, value_name = "FILE")]
+    pub policy_file: PathBuf,
+    /// Explain these image references instead of reading objects.
+    #[arg(long, value_name = "REF", num_args = 1.., conflicts_with = "files")]
+    pub image: Vec<String>,
+    /// With --image: the namespace the pod would be in (exclusions apply).
+    #[arg(long, value_name = "NS", requires = "image")]
+    pub namespace: Option<String>,
+    /// Files with Kubernetes objects (YAML or JSON, multi-document, List or AdmissionReview); `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Json)]
+    pub output: Format,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The policy to validate.
+    #[arg(long, value_name = "FILE")]
+    pub policy_file: PathBuf,
+}
+
+/// Parses the command line and runs the command; clap exits with 2 on bad usage.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::DryRun(args) => dry_run(&args),
+        Command::Check(args) => check(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    let mut bytes = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin().read_to_end(&mut bytes)?;
+    } else {
+        bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    }
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))
+}
+
+/// Loads a policy file, printing its diagnostics to standard error when it is rejected.
+fn load_policy(path: &Path) -> anyhow::Result<Loaded> {
+    let text = read_text(path)?;
+    Policy::load(&text).map_err(|rejected| {
+        for d in &rejected.diagnostics {
+            if d.severity == Severity::Error {
+                eprintln!("{}:{d}", path.display());
+            }
+        }
+        anyhow::anyhow!("{} is not a valid policy", path.display())
+    })
+}
+
+fn dry_run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
+    let loaded = load_policy(&args.policy_file)?;
+    let report = if args.image.is_empty() {
+        let files = if args.files.is_empty() {
+            vec![PathBuf::from("-")]
+        } else {
+            args.files.clone()
+        };
+        let mut items = Vec::new();
+        for f in &files {
+            let text = read_text(f)?;
+            let mut read =
+                dryrun::read_objects(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            items.append(&mut read);
+        }
+        dryrun::evaluate_all(&loaded.policy, &items)
+    } else {
+        dryrun::explain(&loaded.policy, &args.image, args.namespace.as_deref())
+    };
+    print_report(&report, args.output)?;
+    let failed = report
+        .results
+        .iter()
+        .any(|r| r.error.is_some() || r.decisions.iter().any(|d| d.decision.error.is_some()));
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
+    let value = serde_json::to_value(report)?;
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&value)?,
+        Format::Yaml => crate::yaml::to_yaml(&value)?,
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    Ok(())
+}
+
+fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let text = read_text(&args.policy_file)?;
+    let name = args.policy_file.display();
+    let (diagnostics, valid) = match Policy::load(&text) {
+        Ok(l) => (l.diagnostics, true),
+        Err(r) => (r.diagnostics, false),
+    };
+    let mut out = std::io::stdout().lock();
+    for d in &diagnostics {
+        writeln!(out, "{name}:{d}")?;
+    }
+    let count = |s: Severity| diagnostics.iter().filter(|d| d.severity == s).count();
+    let summary = format!(
+        "{} error(s), {} warning(s), {} note(s)",
+        count(Severity::Error),
+        count(Severity::Warning),
+        count(Severity::Note)
+    );
+    if valid {
+        writeln!(out, "{name}: valid policy; {summary}")?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        writeln!(out, "{name}: invalid policy; {summary}")?;
+        Ok(ExitCode::FAILURE)
+    }
+}

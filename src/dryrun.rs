@@ -1,0 +1,259 @@
+//! What admission would do to a set of objects, without a cluster: the engine behind the
+//! `dry-run` command and the `/dry-run` endpoint.
+
+use std::collections::{BTreeMap, HashSet};
+
+use json_patch::Patch;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::mutate::{self, FieldDecision, Mutation, Operation, PodTemplate};
+use crate::policy::Policy;
+use crate::rewrite::decide;
+use crate::yaml;
+
+/// Objects larger than this many documents are refused rather than processed for minutes.
+const MAX_DOCUMENTS: usize = 10_000;
+
+/// One object to evaluate, with what its envelope says about the request.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub object: Value,
+    /// The namespace the request names (an AdmissionReview's `request.namespace`).
+    pub namespace: Option<String>,
+    pub operation: Operation,
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Patch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<Value>,
+    pub decisions: Vec<FieldDecision>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_secrets: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub results: Vec<ObjectResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("not valid JSON: {0}")]
+    Json(String),
+    #[error("not valid YAML at {0}")]
+    Yaml(String),
+    #[error("more than {MAX_DOCUMENTS} objects")]
+    TooMany,
+}
+
+/// Reads objects as `kubectl` users write them: JSON or YAML, several documents, `List`s, or an
+/// `AdmissionReview`.
+pub fn read_objects(text: &str) -> Result<Vec<Item>, InputError> {
+    let trimmed = text.trim_start();
+    let docs: Vec<Value> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        serde_json::Deserializer::from_str(text)
+            .into_iter::<Value>()
+            .take(MAX_DOCUMENTS + 1)
+            .collect::<Result<_, _>>()
+            .map_err(|e| InputError::Json(e.to_string()))?
+    } else {
+        yaml::parse_documents(text)
+            .map_err(|e| InputError::Yaml(e.to_string()))?
+            .iter()
+            .map(yaml::Node::to_json)
+            .filter(|v| !v.is_null())
+            .collect()
+    };
+    let mut items = Vec::new();
+    for doc in docs {
+        flatten(doc, &mut items);
+        if items.len() > MAX_DOCUMENTS {
+            return Err(InputError::TooMany);
+        }
+    }
+    Ok(items)
+}
+
+fn flatten(doc: Value, out: &mut Vec<Item>) {
+    let kind = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    match (kind.as_str(), doc) {
+        (k, Value::Object(mut map)) if k.ends_with("List") && map.contains_key("items") => {
+            if let Some(Value::Array(items)) = map.remove("items") {
+                for item in items {
+                    flatten(item, out);
+                }
+            }
+        }
+        (_, Value::Array(items)) => items.into_iter().for_each(|i| flatten(i, out)),
+        ("AdmissionReview", doc) => out.push(from_review(&doc)),
+        (_, doc) => out.push(Item {
+            object: doc,
+            namespace: None,
+            operation: Operation::Create,
+        }),
+    }
+}
+
+/// The object of an AdmissionReview and the limits its request puts on a mutation.
+pub fn from_review(review: &Value) -> Item {
+    let request = review.get("request").cloned().unwrap_or(Value::Null);
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    let operation = match (
+        request.get("operation").and_then(Value::as_str),
+        request.get("subResource").and_then(Value::as_str),
+    ) {
+        (Some("UPDATE"), Some("ephemeralcontainers")) => Operation::AddEphemeral {
+            existing: ephemeral_names(request.get("oldObject")),
+        },
+        (Some("UPDATE"), _) => Operation::Update,
+        _ => Operation::Create,
+    };
+    Item {
+        object: request.get("object").cloned().unwrap_or(Value::Null),
+        namespace: text(request.get("namespace")),
+        operation,
+    }
+}
+
+pub fn ephemeral_names(old: Option<&Value>) -> HashSet<String> {
+    old.and_then(|o| o.pointer("/spec/ephemeralContainers"))
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The decisions and patch for one object of any kind that holds a pod template.
+pub fn plan(
+    policy: &Policy,
+    object: &Value,
+    namespace: Option<&str>,
+    op: &Operation,
+) -> Result<Mutation, String> {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("Pod");
+    let base = mutate::template_path(kind)
+        .ok_or_else(|| format!("kind {kind} holds no pod template; nothing to do"))?;
+    let at = if base.is_empty() {
+        String::new()
+    } else {
+        format!("/{}", base.join("/"))
+    };
+    let template_value = object
+        .pointer(&at)
+        .ok_or_else(|| format!("{kind} has no {at}"))?;
+    let template = PodTemplate::deserialize_from(template_value)
+        .map_err(|e| format!("unreadable pod template: {e}"))?;
+    let ns = object_namespace(object, namespace);
+    Ok(mutate::mutate(policy, &template, base, &ns, op))
+}
+
+fn object_namespace(object: &Value, hint: Option<&str>) -> String {
+    object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .or(hint)
+        .unwrap_or("default")
+        .to_owned()
+}
+
+impl PodTemplate {
+    pub fn deserialize_from(v: &Value) -> Result<Self, serde_json::Error> {
+        serde::Deserialize::deserialize(v)
+    }
+}
+
+pub fn evaluate(policy: &Policy, item: &Item) -> ObjectResult {
+    let object = &item.object;
+    let meta = |k: &str| {
+        object
+            .pointer(&format!("/metadata/{k}"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let mut result = ObjectResult {
+        kind: object
+            .get("kind")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        namespace: Some(object_namespace(object, item.namespace.as_deref())),
+        name: meta("name").or_else(|| meta("generateName")),
+        ..ObjectResult::default()
+    };
+    if !object.is_object() {
+        result.error = Some("not a Kubernetes object".into());
+        return result;
+    }
+    match plan(policy, object, item.namespace.as_deref(), &item.operation) {
+        Ok(m) => {
+            let mut after = object.clone();
+            if let Err(e) = json_patch::patch(&mut after, &m.patch) {
+                result.error = Some(format!("the patch does not apply: {e}"));
+            }
+            result.object = Some(after);
+            result.patch = Some(m.patch);
+            result.decisions = m.decisions;
+            result.pull_secrets = Some(m.pull_secrets);
+            result.annotations = Some(m.annotations);
+            result.warnings = Some(m.warnings);
+        }
+        Err(e) => result.warnings = Some(vec![e]),
+    }
+    result
+}
+
+pub fn evaluate_all(policy: &Policy, items: &[Item]) -> Report {
+    Report {
+        results: items.iter().map(|i| evaluate(policy, i)).collect(),
+    }
+}
+
+/// Explains single references; a namespace that the policy excludes is honoured.
+pub fn explain(policy: &Policy, images: &[String], namespace: Option<&str>) -> Report {
+    let decisions = images
+        .iter()
+        .map(|image| {
+            let mut decision = decide(policy, image);
+            if let Some(ns) = namespace.filter(|ns| policy.excludes_namespace(ns)) {
+                decision.result = Some(image.clone()).filter(|_| decision.error.is_none());
+                decision.rule = None;
+                decision.reason = format!("namespace {ns} is excluded");
+            }
+            FieldDecision {
+                container: None,
+                field: None,
+                decision,
+            }
+        })
+        .collect();
+    Report {
+        results: vec![ObjectResult {
+            decisions,
+            ..ObjectResult::default()
+        }],
+    }
+}

@@ -1,0 +1,577 @@
+//! A Pod (or a workload's pod template) in, decisions and a minimal JSON patch out. Pure.
+
+use std::collections::{BTreeMap, HashSet};
+
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use jsonptr::PointerBuf;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::policy::{KciMode, Policy};
+use crate::rewrite::{decide, Decision};
+
+pub const SKIP_LABEL: &str = "image-mirror-webhook.io/skip";
+pub const ORIGINAL_IMAGES: &str = "image-mirror-webhook.io/original-images";
+pub const KCI_HTTP_REGISTRY: &str = "k8s.ksyun.com/kci-http-registry";
+pub const KCI_INSECURE_REGISTRY: &str = "k8s.ksyun.com/kci-insecure-registry";
+pub const KCI_HOST_ALIASES: &str = "k8s.ksyun.com/kci-host-aliases";
+pub const KCI_DNS_CONFIG: &str = "k8s.ksyun.com/kci-dns-config";
+const KCI_TOLERATION: &str = "rbkci-virtual-kubelet.io/provider";
+/// The API server may cut longer warnings; kubectl prints each on one line.
+const MAX_WARNING: usize = 120;
+
+/// `null` reads as the empty value, as the API server treats it.
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Only the parts of a Pod that decisions read; everything else passes through untouched.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplate {
+    #[serde(default)]
+    pub metadata: Option<Metadata>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub spec: PodSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub generate_name: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub namespace: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(default, deserialize_with = "nullable")]
+    pub containers: Vec<Container>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub init_containers: Vec<Container>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub ephemeral_containers: Vec<Container>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub volumes: Vec<Volume>,
+    #[serde(default)]
+    pub image_pull_secrets: Option<Vec<NameRef>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub affinity: Affinity,
+    #[serde(default, deserialize_with = "nullable")]
+    pub tolerations: Vec<Toleration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Container {
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Volume {
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    #[serde(default)]
+    pub image: Option<ImageVolume>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ImageVolume {
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct NameRef {
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Affinity {
+    #[serde(default, deserialize_with = "nullable")]
+    pub node_affinity: NodeAffinity,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAffinity {
+    #[serde(default, deserialize_with = "nullable")]
+    pub required_during_scheduling_ignored_during_execution: NodeSelector,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelector {
+    #[serde(default, deserialize_with = "nullable")]
+    pub node_selector_terms: Vec<NodeSelectorTerm>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelectorTerm {
+    #[serde(default, deserialize_with = "nullable")]
+    pub match_expressions: Vec<Requirement>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Requirement {
+    #[serde(default, deserialize_with = "nullable")]
+    pub key: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub operator: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Toleration {
+    #[serde(default, deserialize_with = "nullable")]
+    pub key: String,
+}
+
+/// What the request asks for, as far as it limits what may change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Operation {
+    #[default]
+    Create,
+    /// A Pod update: only container and init-container images may change.
+    Update,
+    /// The `ephemeralcontainers` subresource: only the images of ephemeral containers that the
+    /// old object did not have may change.
+    AddEphemeral { existing: HashSet<String> },
+}
+
+/// Where a pod template sits inside an object of the given kind.
+pub fn template_path(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "Pod" => &[],
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "ReplicationController"
+        | "Job" => &["spec", "template"],
+        "CronJob" => &["spec", "jobTemplate", "spec", "template"],
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldDecision {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mutation {
+    pub patch: Patch,
+    pub decisions: Vec<FieldDecision>,
+    /// Secrets this mutation adds to `spec.imagePullSecrets`.
+    pub pull_secrets: Vec<String>,
+    /// Annotations this mutation sets, with their new values.
+    pub annotations: BTreeMap<String, String>,
+    pub warnings: Vec<String>,
+}
+
+impl Mutation {
+    pub fn is_empty(&self) -> bool {
+        self.patch.0.is_empty()
+    }
+
+    pub fn rewrites(&self) -> impl Iterator<Item = &FieldDecision> {
+        self.decisions.iter().filter(|d| d.decision.changed())
+    }
+}
+
+/// One image field of the template: which list, its index, the container's name and its image.
+struct ImageField<'a> {
+    list: &'static str,
+    index: usize,
+    name: &'a str,
+    image: &'a str,
+}
+
+impl ImageField<'_> {
+    fn tokens(&self) -> Vec<String> {
+        let mut t = vec![
+            "spec".to_owned(),
+            self.list.to_owned(),
+            self.index.to_string(),
+            "image".to_owned(),
+        ];
+        if self.list == "volumes" {
+            t.push("reference".to_owned());
+        }
+        t
+    }
+}
+
+fn image_fields<'a>(spec: &'a PodSpec, op: &Operation) -> Vec<ImageField<'a>> {
+    let mut out = Vec::new();
+    let mut push_list =
+        |list: &'static str, items: &'a [Container], keep: &dyn Fn(&Container) -> bool| {
+            for (index, c) in items.iter().enumerate() {
+                match c.image.as_deref() {
+                    Some(image) if !image.is_empty() && keep(c) => out.push(ImageField {
+                        list,
+                        index,
+                        name: &c.name,
+                        image,
+                    }),
+                    _ => {}
+                }
+            }
+        };
+    match op {
+        Operation::Create => {
+            push_list("containers", &spec.containers, &|_| true);
+            push_list("initContainers", &spec.init_containers, &|_| true);
+            push_list("ephemeralContainers", &spec.ephemeral_containers, &|_| true);
+        }
+        Operation::Update => {
+            push_list("containers", &spec.containers, &|_| true);
+            push_list("initContainers", &spec.init_containers, &|_| true);
+        }
+        Operation::AddEphemeral { existing } => {
+            push_list("ephemeralContainers", &spec.ephemeral_containers, &|c| {
+                !existing.contains(&c.name)
+            });
+        }
+    }
+    if *op == Operation::Create {
+        for (index, v) in spec.volumes.iter().enumerate() {
+            if let Some(image) = v.image.as_ref().and_then(|i| i.reference.as_deref()) {
+                if !image.is_empty() {
+                    out.push(ImageField {
+                        list: "volumes",
+                        index,
+                        name: &v.name,
+                        image,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn pointer(base: &[&str], tokens: &[String]) -> PointerBuf {
+    PointerBuf::from_tokens(
+        base.iter()
+            .copied()
+            .chain(tokens.iter().map(String::as_str)),
+    )
+}
+
+/// Decides every image of a pod template and builds the patch. `base` is where the template sits
+/// in the object (empty for a Pod); `namespace` is the namespace the object lands in.
+pub fn mutate(
+    policy: &Policy,
+    template: &PodTemplate,
+    base: &[&str],
+    namespace: &str,
+    op: &Operation,
+) -> Mutation {
+    let mut m = Mutation::default();
+    let meta = template.metadata.as_ref();
+    let fields = image_fields(&template.spec, op);
+    let skip = if policy.excludes_namespace(namespace) {
+        Some(format!("namespace {namespace} is excluded"))
+    } else if meta
+        .and_then(|m| m.labels.get(SKIP_LABEL))
+        .map(String::as_str)
+        == Some("true")
+    {
+        Some(format!("the pod is labelled {SKIP_LABEL}=true"))
+    } else {
+        None
+    };
+    if let Some(reason) = skip {
+        m.decisions = fields
+            .iter()
+            .map(|f| FieldDecision {
+                container: Some(f.name.to_owned()),
+                field: Some(pointer(base, &f.tokens()).to_string()),
+                decision: Decision {
+                    image: f.image.to_owned(),
+                    normalized: None,
+                    result: Some(f.image.to_owned()),
+                    rule: None,
+                    reason: reason.clone(),
+                    error: None,
+                    registry: None,
+                },
+            })
+            .collect();
+        return m;
+    }
+
+    let mut registries: Vec<String> = Vec::new();
+    let mut originals: BTreeMap<String, String> = BTreeMap::new();
+    for f in &fields {
+        let decision = decide(policy, f.image);
+        let path = pointer(base, &f.tokens());
+        if let Some(reg) = &decision.registry {
+            if !registries.contains(reg) {
+                registries.push(reg.clone());
+            }
+        }
+        if let Some(err) = &decision.error {
+            m.warnings.push(clip(format!(
+                "{} {}: invalid image \"{}\": {err}",
+                singular(f.list),
+                f.name,
+                f.image
+            )));
+        }
+        if decision.changed() {
+            if let Some(result) = &decision.result {
+                m.patch.0.push(PatchOperation::Replace(ReplaceOperation {
+                    path: path.clone(),
+                    value: Value::String(result.clone()),
+                }));
+                if policy.warnings {
+                    m.warnings
+                        .push(clip(format!("image {} rewritten to {result}", f.image)));
+                }
+                originals.insert(format!("{}/{}", f.list, f.name), f.image.to_owned());
+            }
+        }
+        m.decisions.push(FieldDecision {
+            container: Some(f.name.to_owned()),
+            field: Some(path.to_string()),
+            decision,
+        });
+    }
+
+    if *op != Operation::Create {
+        // Pod updates may change image fields only (ValidatePodUpdate).
+        let missing: Vec<&str> = registries
+            .iter()
+            .filter_map(|r| policy.config_for(r)?.pull_secret.as_deref())
+            .filter(|s| !has_secret(&template.spec, s))
+            .collect();
+        for s in missing {
+            m.warnings.push(clip(format!(
+                "pull secret {s} is needed but cannot be added to a running pod"
+            )));
+        }
+        return m;
+    }
+
+    let annotations = meta.and_then(|m| m.annotations.as_ref());
+    let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+    if policy.annotate_original && !originals.is_empty() {
+        // Merge with earlier passes (reinvocation after another webhook added containers).
+        let mut all: BTreeMap<String, String> = annotations
+            .and_then(|a| a.get(ORIGINAL_IMAGES))
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_default();
+        for (k, v) in originals {
+            all.entry(k).or_insert(v);
+        }
+        if let Ok(json) = serde_json::to_string(&all) {
+            wanted.insert(ORIGINAL_IMAGES.into(), json);
+        }
+    }
+    if runs_on_kci(policy, &template.spec) {
+        kci_annotations(policy, &registries, annotations, &mut wanted);
+    }
+    wanted.retain(|k, v| annotations.and_then(|a| a.get(k)) != Some(v));
+    add_annotations(&mut m, base, meta, wanted);
+
+    let mut secrets: Vec<String> = Vec::new();
+    for reg in &registries {
+        if let Some(name) = policy.config_for(reg).and_then(|c| c.pull_secret.as_ref()) {
+            if !has_secret(&template.spec, name) && !secrets.contains(name) {
+                secrets.push(name.clone());
+            }
+        }
+    }
+    add_pull_secrets(&mut m, base, &template.spec, secrets);
+    m
+}
+
+fn has_secret(spec: &PodSpec, name: &str) -> bool {
+    spec.image_pull_secrets
+        .as_ref()
+        .is_some_and(|s| s.iter().any(|r| r.name == name))
+}
+
+fn singular(list: &str) -> &str {
+    match list {
+        "containers" => "container",
+        "initContainers" => "init container",
+        "ephemeralContainers" => "ephemeral container",
+        _ => "volume",
+    }
+}
+
+fn clip(mut s: String) -> String {
+    if s.len() > MAX_WARNING {
+        let mut end = MAX_WARNING - 3;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
+}
+
+fn runs_on_kci(policy: &Policy, spec: &PodSpec) -> bool {
+    match policy.kci.mode {
+        KciMode::Always => true,
+        KciMode::Never => false,
+        KciMode::Auto => {
+            spec.node_selector.get("type").map(String::as_str) == Some("virtual-kubelet")
+                || spec
+                    .affinity
+                    .node_affinity
+                    .required_during_scheduling_ignored_during_execution
+                    .node_selector_terms
+                    .iter()
+                    .flat_map(|t| &t.match_expressions)
+                    .any(|r| {
+                        r.key == "type"
+                            && r.operator == "In"
+                            && r.values.iter().any(|v| v == "virtual-kubelet")
+                    })
+                || spec.tolerations.iter().any(|t| t.key == KCI_TOLERATION)
+        }
+    }
+}
+
+fn kci_annotations(
+    policy: &Policy,
+    registries: &[String],
+    existing: Option<&BTreeMap<String, String>>,
+    wanted: &mut BTreeMap<String, String>,
+) {
+    let current = |k: &str| existing.and_then(|a| a.get(k)).map(String::as_str);
+    let http = registries.iter().filter(|r| policy.is_http(r));
+    if let Some(v) = merge_list(current(KCI_HTTP_REGISTRY), http) {
+        wanted.insert(KCI_HTTP_REGISTRY.into(), v);
+    }
+    let insecure = registries.iter().filter(|r| policy.is_insecure(r));
+    if let Some(v) = merge_list(current(KCI_INSECURE_REGISTRY), insecure) {
+        wanted.insert(KCI_INSECURE_REGISTRY.into(), v);
+    }
+    // A value the pod set itself wins.
+    for (key, value) in [
+        (KCI_HOST_ALIASES, &policy.kci.host_aliases),
+        (KCI_DNS_CONFIG, &policy.kci.dns_config),
+    ] {
+        if let (None, Some(v)) = (current(key), value) {
+            wanted.insert(key.into(), v.clone());
+        }
+    }
+}
+
+/// A comma list with `hosts` appended where missing; `None` when it already has them all.
+fn merge_list<'a>(
+    current: Option<&str>,
+    hosts: impl Iterator<Item = &'a String>,
+) -> Option<String> {
+    let mut items: Vec<&str> = current
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let before = items.len();
+    for h in hosts {
+        if !items.contains(&h.as_str()) {
+            items.push(h);
+        }
+    }
+    (items.len() > before).then(|| items.join(","))
+}
+
+/// `add` needs the parent to exist: a missing map is added whole, never written into.
+fn add_annotations(
+    m: &mut Mutation,
+    base: &[&str],
+    meta: Option<&Metadata>,
+    wanted: BTreeMap<String, String>,
+) {
+    if wanted.is_empty() {
+        return;
+    }
+    let as_map = || {
+        Value::Object(
+            wanted
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        )
+    };
+    match meta {
+        None => m.patch.0.push(PatchOperation::Add(AddOperation {
+            path: pointer(base, &["metadata".into()]),
+            value: serde_json::json!({ "annotations": as_map() }),
+        })),
+        Some(meta) if meta.annotations.is_none() => {
+            m.patch.0.push(PatchOperation::Add(AddOperation {
+                path: pointer(base, &["metadata".into(), "annotations".into()]),
+                value: as_map(),
+            }))
+        }
+        Some(_) => {
+            for (k, v) in &wanted {
+                m.patch.0.push(PatchOperation::Add(AddOperation {
+                    path: pointer(base, &["metadata".into(), "annotations".into(), k.clone()]),
+                    value: Value::String(v.clone()),
+                }));
+            }
+        }
+    }
+    m.annotations = wanted;
+}
+
+fn add_pull_secrets(m: &mut Mutation, base: &[&str], spec: &PodSpec, secrets: Vec<String>) {
+    if secrets.is_empty() {
+        return;
+    }
+    let entry = |name: &String| serde_json::json!({ "name": name });
+    if spec.image_pull_secrets.is_none() {
+        m.patch.0.push(PatchOperation::Add(AddOperation {
+            path: pointer(base, &["spec".into(), "imagePullSecrets".into()]),
+            value: Value::Array(secrets.iter().map(entry).collect()),
+        }));
+    } else {
+        for s in &secrets {
+            m.patch.0.push(PatchOperation::Add(AddOperation {
+                path: pointer(
+                    base,
+                    &["spec".into(), "imagePullSecrets".into(), "-".into()],
+                ),
+                value: entry(s),
+            }));
+        }
+    }
+    m.pull_secrets = secrets;
+}

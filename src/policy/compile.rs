@@ -1,0 +1,686 @@
+//! Turns a read document into a `Policy`: endpoints normalised, regexes compiled, lookups built,
+//! and every rule that cannot work as written reported.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use regex::{Regex, RegexSet};
+
+use super::document::{edit_distance, Document, MirrorDoc, Reader, Spanned};
+use super::endpoint::{self, reads_as_registry, Scheme};
+use super::{
+    Credentials, DefaultRegistry, Diagnostic, Kci, KciMode, Mirror, MirrorEndpoint, Policy,
+    RegistryConfig, Rewrite, Severity, Tls, Verify,
+};
+use crate::reference::{is_domain, Reference, DOCKER_HUB};
+use crate::yaml::Pos;
+
+/// A built regex may not grow past this; it bounds memory and compile time for hostile input.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Admission webhooks time out after 30 s at most; a check that runs longer is never useful.
+const MAX_VERIFY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Policy> {
+    let mut r = Reader {
+        diags: std::mem::take(diags),
+    };
+    if doc.empty {
+        r.push(
+            Severity::Warning,
+            Pos { line: 1, col: 1 },
+            "",
+            "the policy is empty: no image will be rewritten",
+            None,
+        );
+    }
+    let mut mirrors: HashMap<String, Mirror> = HashMap::new();
+    let mut wildcard = None;
+    let mut http = HashSet::new();
+    let mut insecure = HashSet::new();
+    let config_keys: HashSet<&str> = doc.configs.iter().map(|c| c.key.value.as_str()).collect();
+
+    for m in &doc.mirrors {
+        let Some(mirror) = compile_mirror(&mut r, m, &config_keys) else {
+            continue;
+        };
+        for e in &mirror.endpoints {
+            if e.endpoint.scheme == Scheme::Http {
+                http.insert(e.endpoint.host.clone());
+            }
+        }
+        if mirror.key == "*" {
+            wildcard = Some(mirror);
+        } else {
+            mirrors.insert(mirror.key.clone(), mirror);
+        }
+    }
+
+    let mut configs: HashMap<String, RegistryConfig> = HashMap::new();
+    for (i, rm) in doc.registry_mirrors.iter().enumerate() {
+        let rule = format!("registryMirrors[{i}]");
+        let ep = match endpoint::parse(&rm.endpoint.value) {
+            Ok(ep) => ep,
+            Err(e) => {
+                r.push(
+                    Severity::Error,
+                    rm.endpoint.pos,
+                    &format!("{rule}.endpoint"),
+                    e.message,
+                    e.hint,
+                );
+                continue;
+            }
+        };
+        if ep.scheme == Scheme::Http {
+            http.insert(ep.host.clone());
+        }
+        let config = configs.entry(ep.host.clone()).or_default();
+        if let Some(ca) = &rm.ca_cert_path {
+            config.tls.ca_file = Some(ca.value.clone());
+            insecure.insert(ep.host.clone());
+        }
+        if let Some(path) = &rm.pull_credential_config_path {
+            config.credential_file = Some(path.value.clone());
+        }
+        let hosts: Vec<String> = if rm.hosts.is_empty() {
+            vec![DOCKER_HUB.into(), "gcr.io".into()]
+        } else {
+            rm.hosts.iter().map(|h| h.value.clone()).collect()
+        };
+        for host in hosts {
+            let entry = mirrors.entry(host.clone()).or_insert_with(|| Mirror {
+                key: host,
+                endpoints: Vec::new(),
+                rewrites: Vec::new(),
+                rewrite_set: RegexSet::empty(),
+            });
+            entry.endpoints.push(MirrorEndpoint {
+                endpoint: ep.clone(),
+                rule: rule.clone(),
+            });
+        }
+    }
+
+    let mut endpoint_hosts: HashSet<String> = mirrors
+        .values()
+        .chain(wildcard.as_ref())
+        .flat_map(|m| m.endpoints.iter().map(|e| e.endpoint.host.clone()))
+        .collect();
+
+    let mut wildcard_config = None;
+    for c in &doc.configs {
+        let key = c.key.value.as_str();
+        let path = format!("configs[{key}]");
+        if key != "*" && !is_domain(key) {
+            r.error(
+                c.key.pos,
+                &path,
+                "a configs key is a registry host[:port] or \"*\"",
+            );
+            continue;
+        }
+        if key != "*" && !endpoint_hosts.contains(key) && !mirrors.contains_key(key) {
+            let near = endpoint_hosts
+                .iter()
+                .filter(|h| similar_hosts(key, h))
+                .min_by_key(|h| edit_distance(key, h));
+            let (message, hint) = match near {
+                Some(h) => (
+                    format!("matches no mirror endpoint; the endpoint `{h}` gets no credentials or TLS settings from it"),
+                    Some(format!("did you mean `{h}`? configs are looked up by the endpoint host")),
+                ),
+                None => (
+                    "matches no mirror endpoint; it applies only to images pulled from it directly".into(),
+                    None,
+                ),
+            };
+            r.push(Severity::Warning, c.key.pos, &path, message, hint);
+        }
+        let mut config = RegistryConfig::default();
+        if let Some(a) = &c.auth {
+            if let Some(p) = a
+                .password
+                .as_ref()
+                .or(a.auth.as_ref())
+                .or(a.identity_token.as_ref())
+            {
+                plain_text_warning(&mut r, p.pos, &format!("{path}.auth"));
+            }
+            config.credentials = Some(Credentials {
+                username: a.username.as_ref().map(|u| u.value.clone()),
+                password: a.password.as_ref().map(|p| p.value.clone()),
+                auth: a.auth.as_ref().map(|p| p.value.clone()),
+                identity_token: a.identity_token.as_ref().map(|p| p.value.clone()),
+            });
+        }
+        let span = |s: &Option<Spanned<String>>| s.as_ref().map(|s| s.value.clone());
+        config.tls = Tls {
+            ca_file: span(&c.tls.ca_file),
+            cert_file: span(&c.tls.cert_file),
+            key_file: span(&c.tls.key_file),
+            insecure_skip_verify: c.tls.insecure_skip_verify,
+        };
+        if c.tls.cert_file.is_some() != c.tls.key_file.is_some() {
+            r.error(
+                c.key.pos,
+                &format!("{path}.tls"),
+                "cert_file and key_file go together",
+            );
+        }
+        if let Some(name) = &c.pull_secret {
+            if is_dns_subdomain(&name.value) {
+                config.pull_secret = Some(name.value.clone());
+            } else {
+                r.error(
+                    name.pos,
+                    &format!("{path}.pullSecret"),
+                    format!(
+                        "`{}` is not a valid Secret name (lower-case letters, digits, `-` and `.`)",
+                        name.value
+                    ),
+                );
+            }
+        }
+        if config.tls.insecure_skip_verify || config.tls.ca_file.is_some() {
+            insecure.insert(key.to_owned());
+        }
+        if key == "*" {
+            wildcard_config = Some(config);
+        } else {
+            let entry = configs.entry(key.to_owned()).or_default();
+            merge_config(entry, config);
+        }
+    }
+
+    let mut default_registry = None;
+    for (i, reg) in doc.private_registries.iter().enumerate() {
+        let path = format!("private_registries[{i}]");
+        let url = match &reg.url {
+            Some(u) => strip_scheme(&mut r, u, &format!("{path}.url")),
+            None => DOCKER_HUB.to_owned(),
+        };
+        if let Some(p) = &reg.password {
+            plain_text_warning(&mut r, p.pos, &format!("{path}.password"));
+        }
+        let host = url.split('/').next().unwrap_or_default().to_owned();
+        if reg.user.is_some() || reg.password.is_some() {
+            let entry = configs.entry(host.clone()).or_default();
+            if entry.credentials.is_none() {
+                entry.credentials = Some(Credentials {
+                    username: reg.user.as_ref().map(|u| u.value.clone()),
+                    password: reg.password.as_ref().map(|p| p.value.clone()),
+                    ..Credentials::default()
+                });
+            }
+        }
+        if reg.is_default && default_registry.is_none() {
+            let pos = reg.url.as_ref().map_or(reg.pos, |u| u.pos);
+            default_registry = compile_default(&mut r, &url, pos, &path);
+        }
+    }
+    if let Some(d) = &doc.default_registry {
+        let url = strip_scheme(&mut r, d, "defaultRegistry");
+        if default_registry.is_some() {
+            r.push(
+                Severity::Warning,
+                d.pos,
+                "defaultRegistry",
+                "both defaultRegistry and a private_registries entry with is_default are set; defaultRegistry wins",
+                None,
+            );
+        }
+        default_registry = compile_default(&mut r, &url, d.pos, "defaultRegistry");
+    }
+    if let Some(d) = &default_registry {
+        endpoint_hosts.insert(d.host.clone());
+    }
+
+    let mut exclude_image_patterns = Vec::new();
+    for (i, pat) in doc.exclude_images.iter().enumerate() {
+        if compile_regex(&mut r, pat, &format!("exclude.images[{i}]")).is_some() {
+            exclude_image_patterns.push(pat.value.clone());
+        }
+    }
+    let exclude_images = build_set(&mut r, &exclude_image_patterns, "exclude.images");
+
+    let kci = compile_kci(&mut r, &doc);
+    let verify = compile_verify(&mut r, &doc);
+
+    let policy = Policy {
+        mirrors,
+        wildcard,
+        default_registry,
+        exclude_namespaces: doc
+            .exclude_namespaces
+            .into_iter()
+            .map(|n| n.value)
+            .collect(),
+        exclude_images,
+        exclude_image_patterns,
+        own_registries: endpoint_hosts,
+        configs,
+        wildcard_config,
+        http_registries: http,
+        insecure_registries: insecure,
+        kci,
+        verify,
+        annotate_original: doc.annotate_original.unwrap_or(true),
+        warnings: doc.warnings.unwrap_or(true),
+        pull_secrets_from_namespace: doc.pull_secrets_from_namespace.unwrap_or(false),
+    };
+    *diags = r.diags;
+    Some(policy)
+}
+
+fn compile_mirror(r: &mut Reader, m: &MirrorDoc, config_keys: &HashSet<&str>) -> Option<Mirror> {
+    let key = m.key.value.as_str();
+    let path = format!("mirrors[{key}]");
+    if key != "*" && !is_domain(key) {
+        r.push(
+            Severity::Error,
+            m.key.pos,
+            &path,
+            "a mirror key is a registry host[:port], or \"*\" for every registry",
+            Some("mirrors apply to whole registries, not to repositories".into()),
+        );
+        return None;
+    }
+    if key == "index.docker.io" {
+        r.push(
+            Severity::Warning,
+            m.key.pos,
+            &path,
+            "never matches: Docker Hub images are normalised to docker.io",
+            Some("use `docker.io` as the key".into()),
+        );
+    }
+    let mut endpoints = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, raw) in m.endpoints.iter().enumerate() {
+        let at = format!("{path}.endpoint[{i}]");
+        match endpoint::parse(&raw.value) {
+            Ok(ep) if !seen.insert(ep.url.clone()) => r.push(
+                Severity::Note,
+                raw.pos,
+                &at,
+                format!("repeats `{}`; the first occurrence is used", ep.url),
+                None,
+            ),
+            Ok(ep) => endpoints.push(MirrorEndpoint {
+                endpoint: ep,
+                rule: format!("mirrors[{key}].endpoint[{i}]"),
+            }),
+            Err(e) => r.push(Severity::Error, raw.pos, &at, e.message, e.hint),
+        }
+    }
+    let mut rewrites = Vec::new();
+    for (pat, rep) in &m.rewrites {
+        let at = format!("{path}.rewrite[{}]", pat.value);
+        let Some(regex) = compile_regex(r, pat, &at) else {
+            continue;
+        };
+        check_replacement(r, &regex, rep, &at);
+        rewrites.push(Rewrite {
+            regex,
+            replacement: rep.value.clone(),
+        });
+    }
+    if m.endpoints.is_empty() {
+        if !m.rewrites.is_empty() {
+            r.push(
+                Severity::Warning,
+                m.key.pos,
+                &path,
+                "rewrite rules have no effect without endpoints",
+                None,
+            );
+        }
+        // As in K3s: an entry with neither endpoints nor a config is dropped, so it does not
+        // shadow "*"; with a config it means "pull from the registry itself".
+        if !config_keys.contains(key) {
+            return None;
+        }
+    }
+    let patterns: Vec<&str> = rewrites.iter().map(|w| w.regex.as_str()).collect();
+    Some(Mirror {
+        key: key.to_owned(),
+        endpoints,
+        rewrite_set: build_set(r, &patterns, &format!("{path}.rewrite")),
+        rewrites,
+    })
+}
+
+/// One automaton over a list of regexes that each compiled alone; it can still fail on size.
+fn build_set<S: AsRef<str>>(r: &mut Reader, patterns: &[S], path: &str) -> RegexSet {
+    match regex::RegexSetBuilder::new(patterns)
+        .size_limit(REGEX_SIZE_LIMIT.saturating_mul(patterns.len().max(1)))
+        .build()
+    {
+        Ok(set) => set,
+        Err(e) => {
+            r.error(
+                Pos::default(),
+                path,
+                format!("these regexes together are too large: {e}"),
+            );
+            RegexSet::empty()
+        }
+    }
+}
+
+fn compile_regex(r: &mut Reader, pat: &Spanned<String>, path: &str) -> Option<Regex> {
+    match regex::RegexBuilder::new(&pat.value)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+    {
+        Ok(re) => Some(re),
+        Err(e) => {
+            let detail = e.to_string();
+            let why = detail.lines().last().unwrap_or("invalid regex").trim();
+            let hint = (pat.value.contains("(?=")
+                || pat.value.contains("(?!")
+                || pat.value.contains("(?<"))
+            .then(|| {
+                "look-around is not supported (as in K3s, whose Go regexes lack it too)".to_owned()
+            });
+            r.push(
+                Severity::Error,
+                pat.pos,
+                path,
+                format!("invalid regex `{}`: {why}", pat.value),
+                hint,
+            );
+            None
+        }
+    }
+}
+
+/// A replacement that names a group the regex lacks expands to nothing, which is never meant:
+/// `$1_x` names group `1_x`, not group 1 followed by `_x`.
+fn check_replacement(r: &mut Reader, regex: &Regex, rep: &Spanned<String>, path: &str) {
+    let names: HashSet<&str> = regex.capture_names().flatten().collect();
+    let groups = regex.captures_len();
+    let b = rep.value.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) == Some(&b'$') {
+            i += 2;
+            continue;
+        }
+        let (name, braced, next) = if b.get(i + 1) == Some(&b'{') {
+            match rep.value[i + 2..].find('}') {
+                Some(end) => (&rep.value[i + 2..i + 2 + end], true, i + 3 + end),
+                None => ("", true, b.len()),
+            }
+        } else {
+            let len = b[i + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                .count();
+            (&rep.value[i + 1..i + 1 + len], false, i + 1 + len)
+        };
+        i = next.max(i + 1);
+        if name.is_empty() {
+            continue;
+        }
+        let exists = match name.parse::<usize>() {
+            Ok(n) => n < groups,
+            Err(_) => names.contains(name),
+        };
+        if !exists {
+            let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
+            let hint = (!braced && !digits.is_empty() && digits.len() < name.len()).then(|| {
+                format!(
+                    "write `${{{digits}}}{}` for group {digits} followed by `{}`",
+                    &name[digits.len()..],
+                    &name[digits.len()..]
+                )
+            });
+            r.push(
+                Severity::Error,
+                rep.pos,
+                path,
+                format!("the replacement names group `{name}`, which the regex does not have (it would expand to nothing)"),
+                hint,
+            );
+        }
+    }
+}
+
+fn plain_text_warning(r: &mut Reader, pos: Pos, path: &str) {
+    r.push(
+        Severity::Warning,
+        pos,
+        path,
+        "plain-text credential in the policy",
+        Some("keep credentials in a Secret and name it with configs.<host>.pullSecret".into()),
+    );
+}
+
+fn strip_scheme(r: &mut Reader, url: &Spanned<String>, path: &str) -> String {
+    let v = url.value.trim_end_matches('/');
+    for scheme in ["https://", "http://"] {
+        if let Some(rest) = v.strip_prefix(scheme) {
+            r.push(
+                Severity::Warning,
+                url.pos,
+                path,
+                format!("`{scheme}` is dropped: image references carry no scheme"),
+                Some(format!("write `{rest}`")),
+            );
+            return rest.to_owned();
+        }
+    }
+    v.to_owned()
+}
+
+fn compile_default(r: &mut Reader, url: &str, pos: Pos, rule: &str) -> Option<DefaultRegistry> {
+    let host = url.split('/').next().unwrap_or_default();
+    if !reads_as_registry(host) {
+        r.push(
+            Severity::Error,
+            pos,
+            rule,
+            format!("`{url}` does not read as a registry: `{url}/nginx` means docker.io/{url}/nginx, which would be rewritten again on every pass"),
+            Some("name the registry with a dot or a port, e.g. `registry.local` or `registry:5000`".into()),
+        );
+        return None;
+    }
+    let valid = Reference::parse(&format!("{url}/x")).is_ok_and(|r| r.domain() == host);
+    if !valid {
+        r.push(
+            Severity::Error,
+            pos,
+            rule,
+            format!("`{url}` is not a registry host with an optional lower-case path"),
+            None,
+        );
+        return None;
+    }
+    if url == DOCKER_HUB {
+        // Docker Hub as the default changes nothing an image says.
+        return None;
+    }
+    Some(DefaultRegistry {
+        prefix: url.to_owned(),
+        host: host.to_owned(),
+        rule: rule.to_owned(),
+    })
+}
+
+fn compile_kci(r: &mut Reader, doc: &Document) -> Kci {
+    let mode = match doc.kci.enabled.as_ref().map(|s| (s.value.as_str(), s.pos)) {
+        None | Some(("auto", _)) => KciMode::Auto,
+        Some(("always", _)) => KciMode::Always,
+        Some(("never", _)) => KciMode::Never,
+        Some((other, pos)) => {
+            r.error(
+                pos,
+                "kci.enabled",
+                format!("`{other}` is not one of auto, always, never"),
+            );
+            KciMode::Auto
+        }
+    };
+    let host_aliases = doc.kci.host_aliases.as_ref().and_then(|h| {
+        let ok = h.value.as_array().is_some_and(|items| {
+            items.iter().all(|a| {
+                a.get("ip").is_some_and(serde_json::Value::is_string)
+                    && a.get("hostnames").is_some_and(serde_json::Value::is_array)
+            })
+        });
+        if !ok {
+            r.error(
+                h.pos,
+                "kci.hostAliases",
+                "expected a list of {ip, hostnames} entries, as in a Pod's spec.hostAliases",
+            );
+        }
+        ok.then(|| h.value.to_string())
+    });
+    let dns_config = doc.kci.dns_config.as_ref().and_then(|d| {
+        const KEYS: [&str; 3] = ["nameservers", "searches", "options"];
+        let ok = d
+            .value
+            .as_object()
+            .is_some_and(|m| m.keys().all(|k| KEYS.contains(&k.as_str())));
+        if !ok {
+            r.error(d.pos, "kci.dnsConfig", "expected a mapping of nameservers, searches and options, as in a Pod's spec.dnsConfig");
+        }
+        ok.then(|| d.value.to_string())
+    });
+    Kci {
+        mode,
+        host_aliases,
+        dns_config,
+    }
+}
+
+fn compile_verify(r: &mut Reader, doc: &Document) -> Verify {
+    let v = &doc.verify;
+    let mut out = Verify::default();
+    let mut duration = |s: &Option<Spanned<String>>, name: &str, into: &mut Duration| {
+        if let Some(s) = s {
+            match parse_duration(&s.value) {
+                Some(d) => *into = d,
+                None => r.error(
+                    s.pos,
+                    &format!("verify.{name}"),
+                    format!("`{}` is not a duration (write 500ms, 1s, 2m)", s.value),
+                ),
+            }
+        }
+    };
+    duration(&v.timeout, "timeout", &mut out.timeout);
+    duration(&v.cache_ttl, "cacheTTL", &mut out.cache_ttl);
+    duration(
+        &v.negative_cache_ttl,
+        "negativeCacheTTL",
+        &mut out.negative_cache_ttl,
+    );
+    if let Some(t) = &v.timeout {
+        if out.timeout.is_zero() || out.timeout > MAX_VERIFY_TIMEOUT {
+            r.error(
+                t.pos,
+                "verify.timeout",
+                "must be more than 0 and at most 30s, the longest an admission webhook may take",
+            );
+        }
+    }
+    out.enabled = v.enabled.unwrap_or(false);
+    out.pin_digest = v.pin_digest.unwrap_or(false);
+    out
+}
+
+/// `500ms`, `1s`, `2m`, `1h`, or several joined (`1m30s`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let d = match &rest[..unit] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            _ => return None,
+        };
+        rest = &rest[unit..];
+        total = total.checked_add(d)?;
+    }
+    Some(total)
+}
+
+/// Two hosts a person could have meant as one: same port and a shared first label, or a small typo.
+fn similar_hosts(a: &str, b: &str) -> bool {
+    let split = |h: &str| -> (String, String) {
+        let (name, port) = h.rsplit_once(':').unwrap_or((h, ""));
+        (
+            name.split('.').next().unwrap_or_default().to_owned(),
+            port.to_owned(),
+        )
+    };
+    let (la, pa) = split(a);
+    let (lb, pb) = split(b);
+    (la == lb && pa == pb) || edit_distance(a, b) <= 2
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        })
+}
+
+fn merge_config(into: &mut RegistryConfig, from: RegistryConfig) {
+    if from.credentials.is_some() {
+        into.credentials = from.credentials;
+    }
+    if from.pull_secret.is_some() {
+        into.pull_secret = from.pull_secret;
+    }
+    if from.tls != Tls::default() {
+        into.tls = from.tls;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        for bad in ["", "1", "s", "1x", "-1s", "1.5s", "99999999999999999999h"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_names() {
+        assert!(is_dns_subdomain("mirror-cred"));
+        assert!(is_dns_subdomain("a.b-c"));
+        assert!(!is_dns_subdomain("Mirror"));
+        assert!(!is_dns_subdomain("-x"));
+        assert!(!is_dns_subdomain(""));
+    }
+}

@@ -1,0 +1,621 @@
+//! Reads the policy YAML into plain data, reporting every problem with its line and column
+//! instead of stopping at the first, so `check` can list them all.
+
+use super::{Diagnostic, Secret, Severity};
+use crate::yaml::{self, Kind, Node, Pos};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Default)]
+pub struct Document {
+    pub mirrors: Vec<MirrorDoc>,
+    pub configs: Vec<ConfigDoc>,
+    pub private_registries: Vec<PrivateRegistryDoc>,
+    pub registry_mirrors: Vec<RegistryMirrorDoc>,
+    pub default_registry: Option<Spanned<String>>,
+    pub exclude_namespaces: Vec<Spanned<String>>,
+    pub exclude_images: Vec<Spanned<String>>,
+    pub pull_secrets_from_namespace: Option<bool>,
+    pub kci: KciDoc,
+    pub verify: VerifyDoc,
+    pub annotate_original: Option<bool>,
+    pub warnings: Option<bool>,
+    pub empty: bool,
+}
+
+#[derive(Debug)]
+pub struct MirrorDoc {
+    pub key: Spanned<String>,
+    pub endpoints: Vec<Spanned<String>>,
+    pub rewrites: Vec<(Spanned<String>, Spanned<String>)>,
+}
+
+#[derive(Debug, Default)]
+pub struct AuthDoc {
+    pub username: Option<Spanned<String>>,
+    pub password: Option<Spanned<Secret>>,
+    pub auth: Option<Spanned<Secret>>,
+    pub identity_token: Option<Spanned<Secret>>,
+}
+
+#[derive(Debug, Default)]
+pub struct TlsDoc {
+    pub ca_file: Option<Spanned<String>>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug)]
+pub struct ConfigDoc {
+    pub key: Spanned<String>,
+    pub auth: Option<AuthDoc>,
+    pub tls: TlsDoc,
+    pub pull_secret: Option<Spanned<String>>,
+}
+
+#[derive(Debug)]
+pub struct PrivateRegistryDoc {
+    pub pos: Pos,
+    pub url: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    pub password: Option<Spanned<Secret>>,
+    pub is_default: bool,
+}
+
+#[derive(Debug)]
+pub struct RegistryMirrorDoc {
+    pub endpoint: Spanned<String>,
+    pub ca_cert_path: Option<Spanned<String>>,
+    pub pull_credential_config_path: Option<Spanned<String>>,
+    pub hosts: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default)]
+pub struct KciDoc {
+    pub enabled: Option<Spanned<String>>,
+    pub host_aliases: Option<Spanned<serde_json::Value>>,
+    pub dns_config: Option<Spanned<serde_json::Value>>,
+}
+
+#[derive(Debug, Default)]
+pub struct VerifyDoc {
+    pub enabled: Option<bool>,
+    pub timeout: Option<Spanned<String>>,
+    pub cache_ttl: Option<Spanned<String>>,
+    pub negative_cache_ttl: Option<Spanned<String>>,
+    pub pin_digest: Option<bool>,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "mirrors",
+    "configs",
+    "private_registries",
+    "registryMirrors",
+    "defaultRegistry",
+    "exclude",
+    "pullSecrets",
+    "kci",
+    "verify",
+    "annotateOriginal",
+    "warnings",
+];
+
+/// Keys of RKE's `cluster.yml` and Anthos's cluster configuration that mean nothing at admission.
+const RKE_KEYS: &[&str] = &[
+    "nodes",
+    "services",
+    "network",
+    "authentication",
+    "authorization",
+    "addons",
+    "addons_include",
+    "system_images",
+    "ssh_key_path",
+    "ssh_cert_path",
+    "ssh_agent_auth",
+    "ignore_docker_version",
+    "enable_cri_dockerd",
+    "kubernetes_version",
+    "cluster_name",
+    "cloud_provider",
+    "prefix_path",
+    "win_prefix_path",
+    "addon_job_timeout",
+    "bastion_host",
+    "monitoring",
+    "restore",
+    "rotate_encryption_key",
+    "dns",
+    "ingress",
+    "upgrade_strategy",
+    "enable_network_policy",
+    "docker_root_dir",
+];
+const ANTHOS_KEYS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "spec",
+    "gcrKeyPath",
+    "sshPrivateKeyPath",
+    "gkeConnectAgentServiceAccountKeyPath",
+    "gkeConnectRegisterServiceAccountKeyPath",
+    "cloudOperationsServiceAccountKeyPath",
+];
+
+/// Collects diagnostics while walking the tree.
+pub(super) struct Reader {
+    pub diags: Vec<Diagnostic>,
+}
+
+impl Reader {
+    pub fn push(
+        &mut self,
+        severity: Severity,
+        pos: Pos,
+        path: &str,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        self.diags.push(Diagnostic {
+            severity,
+            pos,
+            path: path.to_owned(),
+            message: message.into(),
+            hint,
+        });
+    }
+
+    pub fn error(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
+        self.push(Severity::Error, pos, path, message, None);
+    }
+
+    /// The entries of a mapping; null counts as empty, anything else is an error.
+    fn map<'a>(&mut self, node: &'a Node, path: &str) -> &'a [(Node, Node)] {
+        match &node.kind {
+            Kind::Map(entries) => entries,
+            _ if node.is_null() => &[],
+            _ => {
+                self.error(
+                    node.pos,
+                    path,
+                    format!("expected a mapping, found {}", node.type_name()),
+                );
+                &[]
+            }
+        }
+    }
+
+    fn list<'a>(&mut self, node: &'a Node, path: &str) -> &'a [Node] {
+        match &node.kind {
+            Kind::Seq(items) => items,
+            _ if node.is_null() => &[],
+            _ => {
+                self.error(
+                    node.pos,
+                    path,
+                    format!("expected a list, found {}", node.type_name()),
+                );
+                &[]
+            }
+        }
+    }
+
+    fn string(&mut self, node: &Node, path: &str) -> Option<Spanned<String>> {
+        match &node.kind {
+            Kind::Scalar { .. } if node.is_null() => None,
+            Kind::Scalar { value, .. } => Some(Spanned {
+                value: value.clone(),
+                pos: node.pos,
+            }),
+            _ => {
+                self.error(
+                    node.pos,
+                    path,
+                    format!("expected a string, found {}", node.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    fn secret(&mut self, node: &Node, path: &str) -> Option<Spanned<Secret>> {
+        self.string(node, path).map(|s| Spanned {
+            value: Secret::new(s.value),
+            pos: s.pos,
+        })
+    }
+
+    fn strings(&mut self, node: &Node, path: &str) -> Vec<Spanned<String>> {
+        let items = self.list(node, path);
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| self.string(item, &format!("{path}[{i}]")))
+            .collect()
+    }
+
+    fn bool(&mut self, node: &Node, path: &str) -> Option<bool> {
+        if node.is_null() {
+            return None;
+        }
+        let b = node.as_bool();
+        if b.is_none() {
+            self.error(node.pos, path, "expected true or false");
+        }
+        b
+    }
+
+    fn unknown(&mut self, key: &Node, path: &str, known: &[&str]) {
+        let name = key.as_str().unwrap_or_default();
+        let hint = closest(name, known).map(|k| format!("did you mean `{k}`?"));
+        let at = join(path, name);
+        self.push(
+            Severity::Error,
+            key.pos,
+            &at,
+            format!("unknown key `{name}`"),
+            hint.or_else(|| Some(format!("known keys here: {}", known.join(", ")))),
+        );
+    }
+
+    fn ignored(&mut self, key: &Node, path: &str, what: &str) {
+        let name = key.as_str().unwrap_or_default();
+        self.push(
+            Severity::Note,
+            key.pos,
+            &join(path, name),
+            format!("{what} key, ignored: it has no effect at admission"),
+            None,
+        );
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// The known key nearest to a misspelt one, if it is near enough to be a likely typo.
+fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let lower = name.to_ascii_lowercase().replace(['_', '-'], "");
+    known
+        .iter()
+        .map(|k| {
+            let kl = k.to_ascii_lowercase().replace(['_', '-'], "");
+            (edit_distance(&lower, &kl), *k)
+        })
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Reads a policy text. `None` when the text is not YAML or not a mapping at all.
+pub(super) fn read(text: &str) -> (Option<Document>, Vec<Diagnostic>) {
+    let mut r = Reader { diags: Vec::new() };
+    let root = match yaml::parse_single(text) {
+        Ok(root) => root,
+        Err(e) => {
+            r.push(
+                Severity::Error,
+                e.pos,
+                "",
+                format!("not valid YAML: {}", e.message),
+                None,
+            );
+            return (None, r.diags);
+        }
+    };
+    let mut doc = Document {
+        empty: root.is_null(),
+        ..Document::default()
+    };
+    if !root.is_null() && !matches!(root.kind, Kind::Map(_)) {
+        r.error(
+            root.pos,
+            "",
+            format!("a policy is a mapping, found {}", root.type_name()),
+        );
+        return (None, r.diags);
+    }
+    for (key, value) in r.map(&root, "") {
+        let name = key.as_str().unwrap_or_default();
+        match name {
+            "mirrors" => doc.mirrors = read_mirrors(&mut r, value),
+            "configs" => doc.configs = read_configs(&mut r, value),
+            "private_registries" => doc.private_registries = read_private_registries(&mut r, value),
+            "registryMirrors" => doc.registry_mirrors = read_registry_mirrors(&mut r, value),
+            "defaultRegistry" => doc.default_registry = r.string(value, name),
+            "exclude" => {
+                for (k, v) in r.map(value, name) {
+                    match k.as_str().unwrap_or_default() {
+                        "namespaces" => doc.exclude_namespaces = r.strings(v, "exclude.namespaces"),
+                        "images" => doc.exclude_images = r.strings(v, "exclude.images"),
+                        _ => r.unknown(k, name, &["namespaces", "images"]),
+                    }
+                }
+            }
+            "pullSecrets" => {
+                for (k, v) in r.map(value, name) {
+                    match k.as_str().unwrap_or_default() {
+                        "fromNamespace" => {
+                            doc.pull_secrets_from_namespace = r.bool(v, "pullSecrets.fromNamespace")
+                        }
+                        _ => r.unknown(k, name, &["fromNamespace"]),
+                    }
+                }
+            }
+            "kci" => doc.kci = read_kci(&mut r, value),
+            "verify" => doc.verify = read_verify(&mut r, value),
+            "annotateOriginal" => doc.annotate_original = r.bool(value, name),
+            "warnings" => doc.warnings = r.bool(value, name),
+            _ if RKE_KEYS.contains(&name) => r.ignored(key, "", "RKE cluster.yml"),
+            _ if ANTHOS_KEYS.contains(&name) => r.ignored(key, "", "Anthos cluster configuration"),
+            _ => r.unknown(key, "", TOP_KEYS),
+        }
+    }
+    (Some(doc), r.diags)
+}
+
+fn read_mirrors(r: &mut Reader, node: &Node) -> Vec<MirrorDoc> {
+    let mut out = Vec::new();
+    for (key, value) in r.map(node, "mirrors") {
+        let Some(name) = r.string(key, "mirrors") else {
+            continue;
+        };
+        let path = format!("mirrors[{}]", name.value);
+        let mut mirror = MirrorDoc {
+            key: name,
+            endpoints: Vec::new(),
+            rewrites: Vec::new(),
+        };
+        for (k, v) in r.map(value, &path) {
+            match k.as_str().unwrap_or_default() {
+                "endpoint" => mirror.endpoints = r.strings(v, &format!("{path}.endpoint")),
+                "rewrite" => {
+                    let rpath = format!("{path}.rewrite");
+                    for (pat, rep) in r.map(v, &rpath) {
+                        let (Some(p), Some(rep)) = (r.string(pat, &rpath), r.string(rep, &rpath))
+                        else {
+                            continue;
+                        };
+                        mirror.rewrites.push((p, rep));
+                    }
+                }
+                _ => r.unknown(k, &path, &["endpoint", "rewrite"]),
+            }
+        }
+        out.push(mirror);
+    }
+    out
+}
+
+fn read_configs(r: &mut Reader, node: &Node) -> Vec<ConfigDoc> {
+    let mut out = Vec::new();
+    for (key, value) in r.map(node, "configs") {
+        let Some(name) = r.string(key, "configs") else {
+            continue;
+        };
+        let path = format!("configs[{}]", name.value);
+        let mut config = ConfigDoc {
+            key: name,
+            auth: None,
+            tls: TlsDoc::default(),
+            pull_secret: None,
+        };
+        for (k, v) in r.map(value, &path) {
+            let field = k.as_str().unwrap_or_default();
+            let at = format!("{path}.{field}");
+            match field {
+                "auth" => {
+                    let mut auth = AuthDoc::default();
+                    for (ak, av) in r.map(v, &at) {
+                        let f = ak.as_str().unwrap_or_default();
+                        let fat = format!("{at}.{f}");
+                        match f {
+                            "username" => auth.username = r.string(av, &fat),
+                            "password" => auth.password = r.secret(av, &fat),
+                            "auth" => auth.auth = r.secret(av, &fat),
+                            "identity_token" => auth.identity_token = r.secret(av, &fat),
+                            _ => r.unknown(
+                                ak,
+                                &at,
+                                &["username", "password", "auth", "identity_token"],
+                            ),
+                        }
+                    }
+                    config.auth = Some(auth);
+                }
+                "tls" => {
+                    for (tk, tv) in r.map(v, &at) {
+                        let f = tk.as_str().unwrap_or_default();
+                        let fat = format!("{at}.{f}");
+                        match f {
+                            "ca_file" => config.tls.ca_file = r.string(tv, &fat),
+                            "cert_file" => config.tls.cert_file = r.string(tv, &fat),
+                            "key_file" => config.tls.key_file = r.string(tv, &fat),
+                            "insecure_skip_verify" => {
+                                config.tls.insecure_skip_verify = r.bool(tv, &fat).unwrap_or(false)
+                            }
+                            _ => r.unknown(
+                                tk,
+                                &at,
+                                &["ca_file", "cert_file", "key_file", "insecure_skip_verify"],
+                            ),
+                        }
+                    }
+                }
+                "pullSecret" => config.pull_secret = r.string(v, &at),
+                _ => r.unknown(k, &path, &["auth", "tls", "pullSecret"]),
+            }
+        }
+        out.push(config);
+    }
+    out
+}
+
+fn read_private_registries(r: &mut Reader, node: &Node) -> Vec<PrivateRegistryDoc> {
+    let mut out = Vec::new();
+    for (i, item) in r.list(node, "private_registries").iter().enumerate() {
+        let path = format!("private_registries[{i}]");
+        let mut reg = PrivateRegistryDoc {
+            pos: item.pos,
+            url: None,
+            user: None,
+            password: None,
+            is_default: false,
+        };
+        for (k, v) in r.map(item, &path) {
+            let f = k.as_str().unwrap_or_default();
+            let at = format!("{path}.{f}");
+            match f {
+                "url" => reg.url = r.string(v, &at),
+                "user" => reg.user = r.string(v, &at),
+                "password" => reg.password = r.secret(v, &at),
+                "is_default" => reg.is_default = r.bool(v, &at).unwrap_or(false),
+                "ecrCredentialPlugin" | "ecr_credential_plugin" => r.push(
+                    Severity::Note,
+                    k.pos,
+                    &at,
+                    "ECR credential plugin settings are not acted on: ECR tokens expire and are fetched on the node",
+                    Some("give the webhook a pull secret for the registry, or keep the plugin on the nodes".into()),
+                ),
+                _ => r.unknown(
+                    k,
+                    &path,
+                    &["url", "user", "password", "is_default", "ecrCredentialPlugin"],
+                ),
+            }
+        }
+        out.push(reg);
+    }
+    out
+}
+
+fn read_registry_mirrors(r: &mut Reader, node: &Node) -> Vec<RegistryMirrorDoc> {
+    let mut out = Vec::new();
+    for (i, item) in r.list(node, "registryMirrors").iter().enumerate() {
+        let path = format!("registryMirrors[{i}]");
+        let mut endpoint = None;
+        let mut mirror = RegistryMirrorDoc {
+            endpoint: Spanned {
+                value: String::new(),
+                pos: item.pos,
+            },
+            ca_cert_path: None,
+            pull_credential_config_path: None,
+            hosts: Vec::new(),
+        };
+        for (k, v) in r.map(item, &path) {
+            let f = k.as_str().unwrap_or_default();
+            let at = format!("{path}.{f}");
+            match f {
+                "endpoint" => endpoint = r.string(v, &at),
+                "caCertPath" => mirror.ca_cert_path = r.string(v, &at),
+                "pullCredentialConfigPath" => mirror.pull_credential_config_path = r.string(v, &at),
+                "hosts" => mirror.hosts = r.strings(v, &at),
+                _ => r.unknown(
+                    k,
+                    &path,
+                    &[
+                        "endpoint",
+                        "caCertPath",
+                        "pullCredentialConfigPath",
+                        "hosts",
+                    ],
+                ),
+            }
+        }
+        match endpoint {
+            Some(e) => {
+                mirror.endpoint = e;
+                out.push(mirror);
+            }
+            None => r.error(item.pos, &path, "a registry mirror needs an `endpoint`"),
+        }
+    }
+    out
+}
+
+fn read_kci(r: &mut Reader, node: &Node) -> KciDoc {
+    let mut kci = KciDoc::default();
+    for (k, v) in r.map(node, "kci") {
+        let f = k.as_str().unwrap_or_default();
+        let at = format!("kci.{f}");
+        let json = || {
+            Some(Spanned {
+                value: v.to_json(),
+                pos: v.pos,
+            })
+        };
+        match f {
+            "enabled" => {
+                // `enabled: true/false` reads naturally too: they mean always and never.
+                kci.enabled = match v.as_bool() {
+                    Some(true) => Some(Spanned {
+                        value: "always".into(),
+                        pos: v.pos,
+                    }),
+                    Some(false) => Some(Spanned {
+                        value: "never".into(),
+                        pos: v.pos,
+                    }),
+                    None => r.string(v, &at),
+                }
+            }
+            "hostAliases" => kci.host_aliases = json(),
+            "dnsConfig" => kci.dns_config = json(),
+            _ => r.unknown(k, "kci", &["enabled", "hostAliases", "dnsConfig"]),
+        }
+    }
+    kci
+}
+
+fn read_verify(r: &mut Reader, node: &Node) -> VerifyDoc {
+    let mut verify = VerifyDoc::default();
+    for (k, v) in r.map(node, "verify") {
+        let f = k.as_str().unwrap_or_default();
+        let at = format!("verify.{f}");
+        match f {
+            "enabled" => verify.enabled = r.bool(v, &at),
+            "timeout" => verify.timeout = r.string(v, &at),
+            "cacheTTL" => verify.cache_ttl = r.string(v, &at),
+            "negativeCacheTTL" => verify.negative_cache_ttl = r.string(v, &at),
+            "pinDigest" => verify.pin_digest = r.bool(v, &at),
+            _ => r.unknown(
+                k,
+                "verify",
+                &[
+                    "enabled",
+                    "timeout",
+                    "cacheTTL",
+                    "negativeCacheTTL",
+                    "pinDigest",
+                ],
+            ),
+        }
+    }
+    verify
+}

@@ -1,0 +1,280 @@
+//! The mirror policy: one YAML document that is a superset of K3s `registries.yaml`, RKE
+//! `private_registries` and Anthos `registryMirrors`, plus this product's own keys.
+//!
+//! `document` reads the YAML into plain data and reports every problem with its place; `compile`
+//! turns that into the `Policy` the request path uses, with all regexes and lookups built once.
+
+mod compile;
+mod document;
+mod endpoint;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use regex::{Regex, RegexSet};
+
+pub use endpoint::{Endpoint, Scheme};
+
+use crate::yaml::Pos;
+
+/// The sample policy `serve` runs on when given none.
+pub const SAMPLE_POLICY: &str = include_str!("sample-policy.yaml");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Note,
+    Warning,
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Note => "note",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+/// One finding about a policy, with the place it refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub pos: Pos,
+    /// Where in the document, as `mirrors[docker.io].endpoint[0]`.
+    pub path: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: ", self.pos, self.severity)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A credential from the policy. It has no `Display`, and `Debug` hides it, so it cannot reach a
+/// log line or an error message by accident.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Credentials the policy holds for one registry host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub auth: Option<Secret>,
+    pub identity_token: Option<Secret>,
+}
+
+/// TLS settings for one registry host, as K3s `configs.<host>.tls` has them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tls {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
+/// `configs.<host>` (and what RKE and Anthos entries contribute for their hosts).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegistryConfig {
+    pub credentials: Option<Credentials>,
+    pub tls: Tls,
+    /// A Secret the user manages, attached to pods as it is.
+    pub pull_secret: Option<String>,
+    /// A Docker `config.json` on the webhook's file system (Anthos `pullCredentialConfigPath`).
+    pub credential_file: Option<String>,
+}
+
+/// One rewrite rule of a mirror: a regex over the repository path and its replacement.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    pub regex: Regex,
+    pub replacement: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MirrorEndpoint {
+    pub endpoint: Endpoint,
+    /// How decisions name it: `mirrors[docker.io].endpoint[0]`, `registryMirrors[0]`.
+    pub rule: String,
+}
+
+/// The endpoints that serve one registry, in the order they are tried.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub key: String,
+    pub endpoints: Vec<MirrorEndpoint>,
+    pub rewrites: Vec<Rewrite>,
+    /// All rewrite regexes at once, so the first match costs one scan however many rules there are.
+    pub rewrite_set: RegexSet,
+}
+
+/// Where images written without a registry go (RKE `is_default`, or `defaultRegistry`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultRegistry {
+    /// Prepended with a `/`, exactly as RKE does: `registry.com` or `1.1.1.1:5555/artifactory`.
+    pub prefix: String,
+    /// The host part of the prefix.
+    pub host: String,
+    pub rule: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KciMode {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Kci {
+    pub mode: KciMode,
+    /// Compact JSON for `k8s.ksyun.com/kci-host-aliases`.
+    pub host_aliases: Option<String>,
+    /// Compact JSON for `k8s.ksyun.com/kci-dns-config`.
+    pub dns_config: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verify {
+    pub enabled: bool,
+    pub timeout: Duration,
+    pub cache_ttl: Duration,
+    pub negative_cache_ttl: Duration,
+    pub pin_digest: bool,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            enabled: false,
+            timeout: Duration::from_secs(1),
+            cache_ttl: Duration::from_secs(30),
+            negative_cache_ttl: Duration::from_secs(10),
+            pin_digest: false,
+        }
+    }
+}
+
+/// A compiled policy: everything the request path needs, built and validated once at load.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub(crate) mirrors: HashMap<String, Mirror>,
+    pub(crate) wildcard: Option<Mirror>,
+    pub(crate) default_registry: Option<DefaultRegistry>,
+    pub(crate) exclude_namespaces: HashSet<String>,
+    pub(crate) exclude_images: RegexSet,
+    pub(crate) exclude_image_patterns: Vec<String>,
+    /// Registries that are this policy's own output: images already there are left alone, which
+    /// keeps a second pass from changing anything.
+    pub(crate) own_registries: HashSet<String>,
+    pub(crate) configs: HashMap<String, RegistryConfig>,
+    pub(crate) wildcard_config: Option<RegistryConfig>,
+    pub(crate) http_registries: HashSet<String>,
+    pub(crate) insecure_registries: HashSet<String>,
+    pub kci: Kci,
+    pub verify: Verify,
+    pub annotate_original: bool,
+    pub warnings: bool,
+    pub pull_secrets_from_namespace: bool,
+}
+
+/// A policy that loaded, with what `check` has to say about it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub policy: Policy,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// A policy that did not load: at least one diagnostic is an error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", first_error(.diagnostics))]
+pub struct Rejected {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+fn first_error(diags: &[Diagnostic]) -> String {
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    match diags.iter().find(|d| d.severity == Severity::Error) {
+        Some(d) if errors > 1 => format!("{d} (and {} more errors)", errors - 1),
+        Some(d) => d.to_string(),
+        None => "invalid policy".into(),
+    }
+}
+
+impl Policy {
+    /// Reads, validates and compiles a policy document.
+    pub fn load(text: &str) -> Result<Loaded, Rejected> {
+        let (doc, mut diagnostics) = document::read(text);
+        let policy = doc.and_then(|doc| compile::compile(doc, &mut diagnostics));
+        diagnostics.sort_by_key(|d| (d.pos.line, d.pos.col));
+        match policy {
+            Some(policy) if !diagnostics.iter().any(|d| d.severity == Severity::Error) => {
+                Ok(Loaded {
+                    policy,
+                    diagnostics,
+                })
+            }
+            _ => Err(Rejected { diagnostics }),
+        }
+    }
+
+    /// The mirror for a registry host: its own entry, else `"*"`.
+    pub(crate) fn mirror_for(&self, host: &str) -> Option<&Mirror> {
+        self.mirrors.get(host).or(self.wildcard.as_ref())
+    }
+
+    /// `configs` are looked up by the host images are pulled from; `docker.io` also covers
+    /// `registry-1.docker.io`; `"*"` is the fallback.
+    pub fn config_for(&self, host: &str) -> Option<&RegistryConfig> {
+        let host = match host {
+            "registry-1.docker.io" | "index.docker.io" => crate::reference::DOCKER_HUB,
+            h => h,
+        };
+        self.configs.get(host).or(self.wildcard_config.as_ref())
+    }
+
+    pub fn is_http(&self, host: &str) -> bool {
+        self.http_registries.contains(host)
+    }
+
+    pub fn is_insecure(&self, host: &str) -> bool {
+        self.insecure_registries.contains(host)
+    }
+
+    pub fn excludes_namespace(&self, ns: &str) -> bool {
+        self.exclude_namespaces.contains(ns)
+    }
+}
