@@ -137,9 +137,11 @@ fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
         Format::Json => serde_json::to_string_pretty(&value)?,
         Format::Yaml => crate::yaml::to_yaml(&value)?,
     };
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}")?;
-    Ok(())
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        // A reader that stops early (`| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {

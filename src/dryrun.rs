@@ -61,11 +61,21 @@ pub enum InputError {
     Yaml(String),
     #[error("more than {MAX_DOCUMENTS} objects")]
     TooMany,
+    #[error("binary data, not YAML or JSON text")]
+    Binary,
+    #[error("no objects found")]
+    Empty,
 }
 
 /// Reads objects as `kubectl` users write them: JSON or YAML, several documents, `List`s, or an
 /// `AdmissionReview`.
 pub fn read_objects(text: &str) -> Result<Vec<Item>, InputError> {
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(InputError::Binary);
+    }
     let trimmed = text.trim_start();
     let docs: Vec<Value> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
         serde_json::Deserializer::from_str(text)
@@ -87,6 +97,9 @@ pub fn read_objects(text: &str) -> Result<Vec<Item>, InputError> {
         if items.len() > MAX_DOCUMENTS {
             return Err(InputError::TooMany);
         }
+    }
+    if items.is_empty() {
+        return Err(InputError::Empty);
     }
     Ok(items)
 }

@@ -171,6 +171,9 @@ fn rewrite_path<'a>(mirror: &'a Mirror, path: &'a str) -> (Cow<'a, str>, Option<
     if mirror.rewrites.is_empty() {
         return (Cow::Borrowed(path), None);
     }
+    if !mirror.rewrite_set.is_match(path) {
+        return (Cow::Borrowed(path), None);
+    }
     match mirror.rewrite_set.matches(path).iter().next() {
         Some(i) => {
             let rule = &mirror.rewrites[i];

@@ -111,15 +111,15 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
     for c in &doc.configs {
         let key = c.key.value.as_str();
         let path = format!("configs[{key}]");
-        if key != "*" && !is_domain(key) {
+        let key_ok = key == "*" || is_domain(key);
+        if !key_ok {
             r.error(
                 c.key.pos,
                 &path,
                 "a configs key is a registry host[:port] or \"*\"",
             );
-            continue;
         }
-        if key != "*" && !endpoint_hosts.contains(key) && !mirrors.contains_key(key) {
+        if key_ok && key != "*" && !endpoint_hosts.contains(key) && !mirrors.contains_key(key) {
             let near = endpoint_hosts
                 .iter()
                 .filter(|h| similar_hosts(key, h))
@@ -180,6 +180,9 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
                     ),
                 );
             }
+        }
+        if !key_ok {
+            continue;
         }
         if config.tls.insecure_skip_verify || config.tls.ca_file.is_some() {
             insecure.insert(key.to_owned());
@@ -376,19 +379,16 @@ fn compile_regex(r: &mut Reader, pat: &Spanned<String>, path: &str) -> Option<Re
         Ok(re) => Some(re),
         Err(e) => {
             let detail = e.to_string();
-            let why = detail.lines().last().unwrap_or("invalid regex").trim();
-            let hint = (pat.value.contains("(?=")
-                || pat.value.contains("(?!")
-                || pat.value.contains("(?<"))
-            .then(|| {
-                "look-around is not supported (as in K3s, whose Go regexes lack it too)".to_owned()
-            });
-            r.push(
-                Severity::Error,
+            let why = detail
+                .lines()
+                .last()
+                .unwrap_or("invalid regex")
+                .trim()
+                .trim_start_matches("error: ");
+            r.error(
                 pat.pos,
                 path,
                 format!("invalid regex `{}`: {why}", pat.value),
-                hint,
             );
             None
         }
