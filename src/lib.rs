@@ -4,10 +4,13 @@
 //! `rewrite` decides one image, `mutate` turns a pod template into decisions and a JSON patch, and
 //! `dryrun` evaluates whole objects. The commands in `cli` are thin edges around it.
 
+pub mod admission;
 pub mod cli;
 pub mod dryrun;
 pub mod mutate;
 pub mod policy;
 pub mod reference;
 pub mod rewrite;
+pub mod server;
+pub mod source;
 pub mod yaml;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use regex::{Regex, RegexSet};
 
+pub use compile::parse_duration;
 pub use endpoint::{Endpoint, Scheme};
 
 use crate::yaml::Pos;

@@ -1,0 +1,276 @@
+//! `AdmissionReview` in, `AdmissionReview` out. Reads only what the decision needs (the review
+//! carries the whole Pod, most of which passes through untouched) and always has an answer.
+
+use std::collections::{BTreeMap, HashSet};
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use crate::mutate::{self, Mutation, Operation, PodTemplate};
+use crate::policy::Policy;
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+#[derive(Deserialize)]
+struct ReviewIn<'a> {
+    #[serde(rename = "apiVersion", default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(borrow, default)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    kind: Option<Gvk>,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    operation: Option<String>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    old_object: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct Gvk {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    kind: String,
+}
+
+#[derive(Deserialize, Default)]
+struct OldPod {
+    #[serde(default)]
+    spec: OldSpec,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct OldSpec {
+    #[serde(default)]
+    ephemeral_containers: Option<Vec<NameOnly>>,
+}
+
+#[derive(Deserialize)]
+struct NameOnly {
+    #[serde(default)]
+    name: String,
+}
+
+/// What happened to one review, for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The pod was patched.
+    Mutated,
+    /// The pod was read and decided, and needs no change.
+    Unchanged,
+    /// Nothing to decide: another kind, operation or subresource.
+    Skipped(String),
+    /// The review could not be handled; answered by the failure policy.
+    Failed(String),
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Mutated => "mutated",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+}
+
+/// One review's answer and what is worth saying about it.
+#[derive(Debug)]
+pub struct Answer {
+    pub response: Value,
+    pub outcome: Outcome,
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub operation: String,
+    pub dry_run: bool,
+    /// Empty unless the pod was decided.
+    pub mutation: Mutation,
+}
+
+/// Handles one review. `policy` is `None` until a policy has loaded.
+pub fn review(policy: Option<&Policy>, body: &[u8], fail_closed: bool) -> Answer {
+    let parsed: Result<ReviewIn<'_>, _> = serde_json::from_slice(body);
+    let mut answer = Answer {
+        response: Value::Null,
+        outcome: Outcome::Failed(String::new()),
+        uid: String::new(),
+        namespace: String::new(),
+        name: String::new(),
+        operation: String::new(),
+        dry_run: false,
+        mutation: Mutation::default(),
+    };
+    let review = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                answer,
+                None,
+                format!("unreadable AdmissionReview: {e}"),
+                fail_closed,
+            )
+        }
+    };
+    let api_version = review.api_version.clone();
+    if api_version.as_deref() != Some(API_VERSION)
+        || review.kind.as_deref() != Some("AdmissionReview")
+    {
+        let why = format!(
+            "expected kind AdmissionReview of {API_VERSION}, got {} of {}",
+            review.kind.as_deref().unwrap_or("no kind"),
+            api_version.as_deref().unwrap_or("no apiVersion")
+        );
+        return fail(answer, api_version.as_deref(), why, fail_closed);
+    }
+    let Some(request) = review.request else {
+        return fail(
+            answer,
+            None,
+            "the review has no request".into(),
+            fail_closed,
+        );
+    };
+    answer.uid = request.uid.clone().unwrap_or_default();
+    answer.namespace = request.namespace.clone().unwrap_or_default();
+    answer.name = request.name.clone().unwrap_or_default();
+    answer.operation = request.operation.clone().unwrap_or_default();
+    answer.dry_run = request.dry_run.unwrap_or(false);
+    if answer.uid.is_empty() {
+        return fail(answer, None, "the request has no uid".into(), fail_closed);
+    }
+    let gvk = request.kind.unwrap_or_default();
+    if !gvk.group.is_empty() || gvk.kind != "Pod" {
+        let why = format!("kind {} is not a Pod", gvk.kind);
+        return skip(answer, why);
+    }
+    let operation = answer.operation.clone();
+    let op = match (
+        operation.as_str(),
+        request.sub_resource.as_deref().unwrap_or(""),
+    ) {
+        ("CREATE", "") => Operation::Create,
+        ("UPDATE", "") => Operation::Update,
+        ("UPDATE", "ephemeralcontainers") => {
+            let old: OldPod = request
+                .old_object
+                .and_then(|o| serde_json::from_str(o.get()).ok())
+                .unwrap_or_default();
+            let existing: HashSet<String> = old
+                .spec
+                .ephemeral_containers
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.name)
+                .collect();
+            Operation::AddEphemeral { existing }
+        }
+        (op, "") => return skip(answer, format!("operation {op}: nothing to do")),
+        (op, sub) => return skip(answer, format!("{op} of pods/{sub}: nothing to do")),
+    };
+    let Some(object) = request.object else {
+        return fail(
+            answer,
+            None,
+            "the request has no object".into(),
+            fail_closed,
+        );
+    };
+    let pod: PodTemplate = match serde_json::from_str(object.get()) {
+        Ok(p) => p,
+        Err(e) => return fail(answer, None, format!("unreadable Pod: {e}"), fail_closed),
+    };
+    if answer.name.is_empty() {
+        answer.name = pod
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+    }
+    let namespace = pod
+        .metadata
+        .as_ref()
+        .map(|m| m.namespace.as_str())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&answer.namespace)
+        .to_owned();
+    let Some(policy) = policy else {
+        return fail(answer, None, "no policy has loaded yet".into(), fail_closed);
+    };
+    let mutation = mutate::mutate(policy, &pod, &[], &namespace, &op);
+    answer.response = allowed(&answer.uid, &mutation);
+    answer.outcome = if mutation.is_empty() {
+        Outcome::Unchanged
+    } else {
+        Outcome::Mutated
+    };
+    answer.mutation = mutation;
+    answer
+}
+
+fn allowed(uid: &str, m: &Mutation) -> Value {
+    let mut response = json!({ "uid": uid, "allowed": true });
+    if !m.is_empty() {
+        let patch = serde_json::to_vec(&m.patch).unwrap_or_default();
+        response["patchType"] = json!("JSONPatch");
+        response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(patch));
+    }
+    if !m.warnings.is_empty() {
+        response["warnings"] = json!(m.warnings);
+    }
+    let rewritten: BTreeMap<&str, &str> = m
+        .rewrites()
+        .filter_map(|d| Some((d.decision.image.as_str(), d.decision.result.as_deref()?)))
+        .collect();
+    if !rewritten.is_empty() {
+        if let Ok(text) = serde_json::to_string(&rewritten) {
+            response["auditAnnotations"] = json!({ "rewritten-images": text });
+        }
+    }
+    envelope(API_VERSION, response)
+}
+
+fn envelope(api_version: &str, response: Value) -> Value {
+    json!({ "apiVersion": api_version, "kind": "AdmissionReview", "response": response })
+}
+
+fn skip(mut answer: Answer, why: String) -> Answer {
+    answer.response = envelope(API_VERSION, json!({ "uid": answer.uid, "allowed": true }));
+    answer.outcome = Outcome::Skipped(why);
+    answer
+}
+
+/// Fail open (allowed, unchanged, with the reason) unless told to fail closed.
+fn fail(mut answer: Answer, api_version: Option<&str>, why: String, fail_closed: bool) -> Answer {
+    let response = if fail_closed {
+        json!({ "uid": answer.uid, "allowed": false, "status": { "code": 400, "message": why } })
+    } else {
+        json!({ "uid": answer.uid, "allowed": true, "status": { "message": why } })
+    };
+    answer.response = envelope(api_version.unwrap_or(API_VERSION), response);
+    answer.outcome = Outcome::Failed(why);
+    answer
+}

@@ -1,0 +1,99 @@
+//! Prometheus metrics. Labels carry rule names and outcomes, never images or credentials.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reviews: Family<OutcomeLabel, Counter>,
+    pub review_seconds: Histogram,
+    pub rewrites: Family<RuleLabel, Counter>,
+    pub policy_reloads: Family<ResultLabel, Counter>,
+    pub tls_reloads: Family<ResultLabel, Counter>,
+    pub dry_runs: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("image_mirror");
+        let reviews = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "reviews",
+            "Admission reviews answered, by outcome (mutated, unchanged, skipped, failed)",
+            reviews.clone(),
+        );
+        // 50 µs to about 0.8 s.
+        let review_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 15));
+        registry.register(
+            "review_duration_seconds",
+            "Time to answer an admission review, from a read body to a written answer",
+            review_seconds.clone(),
+        );
+        let rewrites = Family::<RuleLabel, Counter>::default();
+        registry.register(
+            "rewrites",
+            "Image references rewritten, by policy rule",
+            rewrites.clone(),
+        );
+        let policy_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy loads, by result (success, failure); a failure keeps the last good policy",
+            policy_reloads.clone(),
+        );
+        let tls_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "Certificate loads, by result (success, failure); a failure keeps the served certificate",
+            tls_reloads.clone(),
+        );
+        let dry_runs = Counter::default();
+        registry.register("dry_runs", "Dry-run requests answered", dry_runs.clone());
+        Metrics {
+            registry,
+            reviews,
+            review_seconds,
+            rewrites,
+            policy_reloads,
+            tls_reloads,
+            dry_runs,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn reload(family: &Family<ResultLabel, Counter>, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        family
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,380 @@
+//! `serve`: the HTTPS admission server, its admin listener, reloads and graceful shutdown.
+
+pub mod metrics;
+pub mod routes;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwapOption;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::policy::{Policy, Severity, SAMPLE_POLICY};
+use crate::source;
+use metrics::Metrics;
+
+/// A client must finish its TLS handshake and send its request headers within this time.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// In-flight requests get this long to finish after shutdown begins.
+const GRACE: Duration = Duration::from_secs(25);
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    crate::policy::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration (500ms, 1s, 2m)"))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS listener.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM certificate (chain) to serve; re-read when it changes. Without it a development
+    /// certificate for localhost is made and its CA written to --dev-cert-dir.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Where the development CA is written when no certificate is given.
+    #[arg(long, value_name = "DIR", default_value = "certs/dev")]
+    pub dev_cert_dir: PathBuf,
+    /// The policy; re-read when it changes. Without it the built-in sample policy is served.
+    #[arg(long, value_name = "FILE")]
+    pub policy_file: Option<PathBuf>,
+    /// Plain-HTTP listener for /healthz, /readyz and /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Deny a review that cannot be handled instead of admitting the pod unchanged.
+    #[arg(long)]
+    pub fail_closed: bool,
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+    /// Largest request body accepted; larger ones get 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// How often the policy and certificate files are checked for changes.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    pub reload_interval: Duration,
+    /// After SIGTERM, how long to report not-ready before the listeners close, so that load
+    /// balancers stop sending new reviews first.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    pub drain_delay: Duration,
+}
+
+/// What every handler shares.
+pub struct State {
+    pub policy: ArcSwapOption<Policy>,
+    pub metrics: Metrics,
+    pub fail_closed: bool,
+    pub max_body: usize,
+    shutting_down: AtomicBool,
+}
+
+impl State {
+    pub fn new(fail_closed: bool, max_body: usize) -> Self {
+        State {
+            policy: ArcSwapOption::empty(),
+            metrics: Metrics::default(),
+            fail_closed,
+            max_body,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Why the server is not ready, if it is not.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            Some("shutting down")
+        } else if self.policy.load().is_none() {
+            Some("no policy loaded")
+        } else {
+            None
+        }
+    }
+
+    /// Loads a policy text and swaps it in; a text that does not load keeps the current policy.
+    pub fn apply_policy(&self, origin: &str, text: &str) -> bool {
+        match Policy::load(text) {
+            Ok(loaded) => {
+                let warnings = loaded
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.severity == Severity::Warning)
+                    .count();
+                self.policy.store(Some(Arc::new(loaded.policy)));
+                Metrics::reload(&self.metrics.policy_reloads, true);
+                tracing::info!(origin, warnings, "policy loaded");
+                true
+            }
+            Err(rejected) => {
+                Metrics::reload(&self.metrics.policy_reloads, false);
+                let kept = self.policy.load().is_some();
+                tracing::error!(origin, error = %rejected, kept_last_good = kept, "policy rejected");
+                false
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Plain => builder.init(),
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let state = Arc::new(State::new(args.fail_closed, args.max_body_bytes));
+
+    let policy_text = match &args.policy_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        None => {
+            tracing::info!("no --policy-file: serving the built-in sample policy");
+            SAMPLE_POLICY.to_owned()
+        }
+    };
+    let origin = args
+        .policy_file
+        .as_ref()
+        .map_or("built-in sample".to_owned(), |p| p.display().to_string());
+    if !state.apply_policy(&origin, &policy_text) {
+        anyhow::bail!("{origin} is not a valid policy (run `image-mirror-webhook check --policy-file {origin}`)");
+    }
+
+    let (cert_pem, key_pem) = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => (
+            std::fs::read(c).with_context(|| format!("cannot read {}", c.display()))?,
+            std::fs::read(k).with_context(|| format!("cannot read {}", k.display()))?,
+        ),
+        _ => dev_certificate(&args.dev_cert_dir)?,
+    };
+    let key = tls::certified_key(&cert_pem, &key_pem).context("cannot use the TLS certificate")?;
+    Metrics::reload(&state.metrics.tls_reloads, true);
+    let resolver = Arc::new(tls::Resolver::new(key));
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver.clone())?));
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(path) = args.policy_file.clone() {
+        let state = state.clone();
+        let mut last = policy_text.into_bytes();
+        tasks.spawn(source::file::watch(vec![path.clone()], args.reload_interval, move |read| match read {
+            Ok(mut files) => {
+                let bytes = files.pop().unwrap_or_default();
+                if bytes != last {
+                    let text = String::from_utf8_lossy(&bytes);
+                    state.apply_policy(&path.display().to_string(), &text);
+                    last = bytes;
+                }
+            }
+            Err(e) => {
+                Metrics::reload(&state.metrics.policy_reloads, false);
+                tracing::error!(error = %e, "policy file unreadable; keeping the last good policy");
+            }
+        }));
+    }
+    if let (Some(c), Some(k)) = (args.tls_cert.clone(), args.tls_key.clone()) {
+        let state = state.clone();
+        let mut last = vec![cert_pem, key_pem];
+        tasks.spawn(source::file::watch(vec![c, k], args.reload_interval, move |read| match read {
+            Ok(files) if files != last => {
+                match tls::certified_key(&files[0], &files[1]) {
+                    Ok(key) => {
+                        resolver.swap(key);
+                        Metrics::reload(&state.metrics.tls_reloads, true);
+                        tracing::info!("TLS certificate reloaded");
+                    }
+                    Err(e) => {
+                        Metrics::reload(&state.metrics.tls_reloads, false);
+                        tracing::error!(error = %e, "TLS certificate rejected; serving the previous one");
+                    }
+                }
+                last = files;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                Metrics::reload(&state.metrics.tls_reloads, false);
+                tracing::error!(error = %e, "TLS files unreadable; serving the previous certificate");
+            }
+        }));
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "webhook listening (HTTPS)");
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(accept_loop(
+        listener,
+        Some(acceptor),
+        routes::webhook(state.clone()),
+        stop_rx.clone(),
+    ));
+    if let Some(addr) = args.admin_listen {
+        let admin = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!(address = %admin.local_addr()?, "admin listening (HTTP)");
+        servers.spawn(accept_loop(
+            admin,
+            None,
+            routes::admin(state.clone()),
+            stop_rx,
+        ));
+    }
+
+    shutdown_signal().await;
+    tracing::info!(
+        "shutting down: not ready, then closing listeners and finishing reviews in flight"
+    );
+    state.shutting_down.store(true, Ordering::Relaxed);
+    tokio::time::sleep(args.drain_delay).await;
+    stop_tx.send_replace(true);
+    while servers.join_next().await.is_some() {}
+    tasks.abort_all();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Makes a development CA and serving certificate, and writes the CA where `curl --cacert` can use it.
+fn dev_certificate(dir: &std::path::Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let dev = tls::generate(&["localhost", "127.0.0.1", "::1"])?;
+    let ca_path = dir.join("ca.crt");
+    match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&ca_path, &dev.ca_pem)) {
+        Ok(()) => {
+            tracing::info!(ca = %ca_path.display(), "serving a development certificate for localhost; trust it with curl --cacert")
+        }
+        Err(e) => {
+            tracing::warn!(ca = %ca_path.display(), error = %e, "serving a development certificate; its CA could not be written")
+        }
+    }
+    Ok((dev.cert_pem.into_bytes(), dev.key_pem.into_bytes()))
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Accepts connections until told to stop, then waits for those in flight to finish.
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (tcp, _peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        match tls.clone() {
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    match tokio::time::timeout(CLIENT_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, app, watcher).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+            None => {
+                tokio::spawn(serve_connection(tcp, app, watcher));
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the grace period; closing them");
+    }
+}
+
+async fn serve_connection<IO>(io: IO, app: Router, watcher: hyper_util::server::graceful::Watcher)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(CLIENT_TIMEOUT)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let service = TowerToHyperService::new(app);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}

@@ -1,0 +1,195 @@
+//! The HTTP surface. Handlers only translate between HTTP and the pure core.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, RawQuery, State as Extract};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::State;
+use crate::admission::{self, Outcome};
+use crate::dryrun;
+use crate::server::metrics::{OutcomeLabel, RuleLabel};
+
+/// The webhook listener: admission, dry-run and the probes.
+pub fn webhook(state: Arc<State>) -> Router {
+    let limit = state.max_body;
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/dry-run", post(dry_run_objects).get(dry_run_image))
+        .merge(probes())
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The plain-HTTP admin listener: probes and metrics only.
+pub fn admin(state: Arc<State>) -> Router {
+    probes().with_state(state)
+}
+
+fn probes() -> Router<Arc<State>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn readyz(Extract(state): Extract<Arc<State>>) -> Response {
+    match state.not_ready() {
+        None => "ok".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
+}
+
+async fn metrics(Extract(state): Extract<Arc<State>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn unsupported(expected: &str) -> Response {
+    (
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Json(json!({ "error": format!("content type must be {expected}") })),
+    )
+        .into_response()
+}
+
+async fn mutate(Extract(state): Extract<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
+    if media_type(&headers) != "application/json" {
+        return unsupported("application/json");
+    }
+    let started = Instant::now();
+    let policy = state.policy.load_full();
+    let answer = admission::review(policy.as_deref(), &body, state.fail_closed);
+    let m = &state.metrics;
+    m.reviews
+        .get_or_create(&OutcomeLabel {
+            outcome: answer.outcome.label().into(),
+        })
+        .inc();
+    for d in answer.mutation.rewrites() {
+        if let Some(rule) = &d.decision.rule {
+            m.rewrites
+                .get_or_create(&RuleLabel { rule: rule.clone() })
+                .inc();
+        }
+    }
+    let body = serde_json::to_vec(&answer.response).unwrap_or_default();
+    m.review_seconds.observe(started.elapsed().as_secs_f64());
+    log(&answer);
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// One structured line per review.
+fn log(answer: &admission::Answer) {
+    let rewrites = answer.mutation.rewrites().count();
+    let span = tracing::info_span!(
+        "review",
+        uid = %answer.uid,
+        namespace = %answer.namespace,
+        name = %answer.name,
+        operation = %answer.operation,
+        dry_run = answer.dry_run,
+    );
+    let _enter = span.enter();
+    match &answer.outcome {
+        Outcome::Mutated => tracing::info!(
+            mutated = true,
+            rewrites,
+            pull_secrets = answer.mutation.pull_secrets.len(),
+            annotations = answer.mutation.annotations.len(),
+            "review answered"
+        ),
+        Outcome::Unchanged => tracing::info!(mutated = false, "review answered"),
+        Outcome::Skipped(why) => tracing::debug!(mutated = false, reason = %why, "review skipped"),
+        Outcome::Failed(why) => {
+            tracing::warn!(mutated = false, reason = %why, "review not handled")
+        }
+    }
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response()
+}
+
+async fn dry_run_objects(
+    Extract(state): Extract<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    const TYPES: [&str; 6] = [
+        "application/json",
+        "application/yaml",
+        "application/x-yaml",
+        "text/yaml",
+        "text/x-yaml",
+        "text/plain",
+    ];
+    if !TYPES.contains(&media_type(&headers).as_str()) {
+        return unsupported("application/json or application/yaml");
+    }
+    let Some(policy) = state.policy.load_full() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "no policy has loaded yet" })),
+        )
+            .into_response();
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return bad_request("the body is not UTF-8 text".into());
+    };
+    state.metrics.dry_runs.inc();
+    match dryrun::read_objects(text) {
+        Ok(items) => Json(dryrun::evaluate_all(&policy, &items)).into_response(),
+        Err(e) => bad_request(e.to_string()),
+    }
+}
+
+async fn dry_run_image(Extract(state): Extract<Arc<State>>, RawQuery(query): RawQuery) -> Response {
+    let Some(policy) = state.policy.load_full() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "no policy has loaded yet" })),
+        )
+            .into_response();
+    };
+    let mut images = Vec::new();
+    let mut namespace = None;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "image" => images.push(v.into_owned()),
+            "namespace" => namespace = Some(v.into_owned()),
+            _ => {
+                return bad_request(format!(
+                    "unknown query parameter `{k}`; use image and namespace"
+                ))
+            }
+        }
+    }
+    if images.is_empty() {
+        return bad_request("name an image: /dry-run?image=nginx:1.25".into());
+    }
+    state.metrics.dry_runs.inc();
+    Json(dryrun::explain(&policy, &images, namespace.as_deref())).into_response()
+}

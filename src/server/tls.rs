@@ -1,0 +1,118 @@
+//! TLS for the webhook listener: the served certificate sits behind an `ArcSwap`, so a rotation
+//! reaches the next handshake without a restart, and only a pair that parses is ever swapped in.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("no certificate in the certificate file")]
+    NoCertificate,
+    #[error("the certificate file is not PEM: {0}")]
+    Certificate(String),
+    #[error("no private key in the key file, or it is not PEM")]
+    Key,
+    #[error("the key does not fit the certificate: {0}")]
+    Mismatch(String),
+    #[error("cannot make a development certificate: {0}")]
+    Generate(String),
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// Parses a PEM certificate chain and key into what rustls serves; refuses a pair that disagrees.
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate);
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| TlsError::Key)?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| TlsError::Mismatch(e.to_string()))
+}
+
+fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// Serves whatever certificate was swapped in last.
+pub struct Resolver(ArcSwap<CertifiedKey>);
+
+impl Resolver {
+    pub fn new(key: CertifiedKey) -> Self {
+        Resolver(ArcSwap::from_pointee(key))
+    }
+
+    pub fn swap(&self, key: CertifiedKey) {
+        self.0.store(Arc::new(key));
+    }
+}
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+/// TLS 1.2 and 1.3, HTTP/2 preferred over HTTP/1.1.
+pub fn server_config(resolver: Arc<Resolver>) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A development CA and a serving certificate it signed, all PEM.
+pub struct DevCertificate {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Makes a CA and a serving certificate for `names` (DNS names or IP addresses).
+pub fn generate(names: &[&str]) -> Result<DevCertificate, TlsError> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let err = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "image-mirror-webhook development CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let key = KeyPair::generate().map_err(err)?;
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = CertificateParams::new(names).map_err(err)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "image-mirror-webhook");
+    let cert = params.signed_by(&key, &issuer).map_err(err)?;
+    Ok(DevCertificate {
+        ca_pem: ca_cert.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}

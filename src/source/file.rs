@@ -1,0 +1,40 @@
+//! Files that are re-read when they change. Polling the contents catches every way a file can
+//! change under a Pod: an edit, an atomic rename, and the symlink swap of a mounted ConfigMap or
+//! Secret, which file-event APIs report unreliably.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Reads `paths` every `interval` and calls `on_change` with their contents whenever any of them
+/// differs from the last call, or with the error when they cannot be read (once per new error).
+/// The first call happens at once. Runs until the task is dropped.
+pub async fn watch<F>(paths: Vec<PathBuf>, interval: Duration, mut on_change: F)
+where
+    F: FnMut(Result<Vec<Vec<u8>>, String>) + Send,
+{
+    let mut last: Option<Result<Vec<Vec<u8>>, String>> = None;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut read = Vec::with_capacity(paths.len());
+        let mut failed = None;
+        for p in &paths {
+            match tokio::fs::read(p).await {
+                Ok(bytes) => read.push(bytes),
+                Err(e) => {
+                    failed = Some(format!("cannot read {}: {e}", p.display()));
+                    break;
+                }
+            }
+        }
+        let now = match failed {
+            Some(e) => Err(e),
+            None => Ok(read),
+        };
+        if last.as_ref() != Some(&now) {
+            on_change(now.clone());
+            last = Some(now);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Where policies and certificates come from, and how changes are noticed.
+
+pub mod file;
