@@ -1,0 +1,197 @@
+//! Starting the real binary on loopback with real TLS, for the end-to-end tests.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use image_mirror_webhook::server::tls;
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("imw-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes through a temporary file and a rename, as editors and kubelet do.
+    pub fn write_atomic(&self, name: &str, contents: &[u8]) {
+        let tmp = self.path(&format!(".{name}.tmp"));
+        std::fs::write(&tmp, contents).unwrap();
+        std::fs::rename(&tmp, self.path(name)).unwrap();
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: TempDir,
+    pub ca_pem: String,
+    pub log: PathBuf,
+}
+
+pub struct Options<'a> {
+    pub policy: &'a str,
+    pub extra: &'a [&'a str],
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            policy: "mirrors:\n  docker.io:\n    endpoint: [\"https://mirror.example.com:5000\"]\n",
+            extra: &[],
+        }
+    }
+}
+
+impl Server {
+    /// Starts `serve` with a test CA's certificate in files, a policy file, and an admin port.
+    pub fn start(opts: Options<'_>) -> Server {
+        let dir = TempDir::new("server");
+        let cert = tls::generate(&["localhost", "127.0.0.1"]).unwrap();
+        std::fs::write(dir.path("tls.crt"), &cert.cert_pem).unwrap();
+        std::fs::write(dir.path("tls.key"), &cert.key_pem).unwrap();
+        std::fs::write(dir.path("policy.yaml"), opts.policy).unwrap();
+        let port = free_port();
+        let admin_port = free_port();
+        let log = dir.path("server.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .arg("--tls-cert")
+            .arg(dir.path("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.path("tls.key"))
+            .arg("--policy-file")
+            .arg(dir.path("policy.yaml"))
+            .args(["--reload-interval", "100ms"])
+            .args(opts.extra)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            port,
+            admin_port,
+            dir,
+            ca_pem: cert.ca_pem,
+            log,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not start: {}", self.logs());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        client_trusting(&[&self.ca_pem])
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+pub fn client_trusting(cas: &[&str]) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .timeout(Duration::from_secs(10))
+        .tls_info(true);
+    for ca in cas {
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+pub fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// Decodes a review answer's patch (base64 of the JSON array).
+pub fn decode_patch(answer: &serde_json::Value) -> Option<json_patch::Patch> {
+    use base64::Engine;
+    let b64 = answer["response"]["patch"].as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
