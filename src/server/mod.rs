@@ -75,6 +75,11 @@ pub struct ServeArgs {
     /// How often the policy and certificate files are checked for changes.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub reload_interval: Duration,
+    /// Threads that answer requests. One core answers several thousand reviews a second, far more
+    /// than clusters create pods; more threads only pay off beyond that, and on small VMs waking
+    /// idle threads costs tail latency (see README, Performance).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
     /// After SIGTERM, how long to report not-ready before the listeners close, so that load
     /// balancers stop sending new reviews first.
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
@@ -153,6 +158,7 @@ fn init_logging(format: LogFormat) {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(args.workers))
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
