@@ -37,10 +37,7 @@ fn review_policy() -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn review_fixtures_patch_to_the_expected_pods() {
     let policy = review_policy();
-    let server = Server::start(Options {
-        policy: &policy,
-        ..Options::default()
-    });
+    let server = Server::with_policy(&policy);
     let client = server.client();
     for name in ["create", "update", "ephemeral"] {
         let review: Value =
@@ -87,10 +84,7 @@ async fn review_fixtures_patch_to_the_expected_pods() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_needing_nothing_gets_no_patch() {
     let policy = review_policy();
-    let server = Server::start(Options {
-        policy: &policy,
-        ..Options::default()
-    });
+    let server = Server::with_policy(&policy);
     let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
         "uid": "x", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "kube-system",
         "object": {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
@@ -347,10 +341,7 @@ async fn both_http_versions_and_both_listeners() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_endpoints() {
     let policy = review_policy();
-    let server = Server::start(Options {
-        policy: &policy,
-        ..Options::default()
-    });
+    let server = Server::with_policy(&policy);
     let client = server.client();
     let resp = client
         .get(server.url("/dry-run?image=rancher/rke-tools:v1&image=NGINX&namespace=shop"))
@@ -413,10 +404,7 @@ async fn metric(server: &Server, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_reviews_and_rewrites_by_rule() {
     let policy = review_policy();
-    let server = Server::start(Options {
-        policy: &policy,
-        ..Options::default()
-    });
+    let server = Server::with_policy(&policy);
     let review = std::fs::read(data("reviews/create.json")).unwrap();
     for _ in 0..3 {
         post(

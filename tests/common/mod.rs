@@ -112,6 +112,13 @@ impl Server {
         server
     }
 
+    pub fn with_policy(policy: &str) -> Server {
+        Server::start(Options {
+            policy,
+            ..Options::default()
+        })
+    }
+
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
