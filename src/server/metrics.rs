@@ -28,6 +28,7 @@ pub struct Metrics {
     pub rewrites: Family<RuleLabel, Counter>,
     pub policy_reloads: Family<ResultLabel, Counter>,
     pub tls_reloads: Family<ResultLabel, Counter>,
+    pub policy_watch_errors: Counter,
     pub dry_runs: Counter,
 }
 
@@ -65,6 +66,12 @@ impl Default for Metrics {
             "Certificate loads, by result (success, failure); a failure keeps the served certificate",
             tls_reloads.clone(),
         );
+        let policy_watch_errors = Counter::default();
+        registry.register(
+            "policy_watch_errors",
+            "Errors of the policy ConfigMap watch (each is retried with backoff)",
+            policy_watch_errors.clone(),
+        );
         let dry_runs = Counter::default();
         registry.register("dry_runs", "Dry-run requests answered", dry_runs.clone());
         Metrics {
@@ -74,6 +81,7 @@ impl Default for Metrics {
             rewrites,
             policy_reloads,
             tls_reloads,
+            policy_watch_errors,
             dry_runs,
         }
     }

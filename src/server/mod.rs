@@ -24,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::policy::{Policy, Severity, SAMPLE_POLICY};
 use crate::source;
+use crate::source::configmap::ConfigMapRef;
 use metrics::Metrics;
 
 /// A client must finish its TLS handshake and send its request headers within this time.
@@ -57,9 +58,14 @@ pub struct ServeArgs {
     /// Where the development CA is written when no certificate is given.
     #[arg(long, value_name = "DIR", default_value = "certs/dev")]
     pub dev_cert_dir: PathBuf,
-    /// The policy; re-read when it changes. Without it the built-in sample policy is served.
-    #[arg(long, value_name = "FILE")]
+    /// The policy; re-read when it changes. Without it (or --policy-configmap) the built-in
+    /// sample policy is served.
+    #[arg(long, value_name = "FILE", conflicts_with = "policy_configmap")]
     pub policy_file: Option<PathBuf>,
+    /// Watch the policy in this ConfigMap (key policy.yaml) through the Kubernetes API, with the
+    /// in-cluster configuration or KUBECONFIG. Not ready until it has loaded once.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub policy_configmap: Option<ConfigMapRef>,
     /// Plain-HTTP listener for /healthz, /readyz and /metrics.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
@@ -118,7 +124,8 @@ impl State {
     }
 
     /// Loads a policy text and swaps it in; a text that does not load keeps the current policy.
-    pub fn apply_policy(&self, origin: &str, text: &str) -> bool {
+    /// Gives the number of warnings, or why the text was refused.
+    pub fn apply_policy(&self, origin: &str, text: &str) -> Result<usize, String> {
         match Policy::load(text) {
             Ok(loaded) => {
                 let warnings = loaded
@@ -129,13 +136,13 @@ impl State {
                 self.policy.store(Some(Arc::new(loaded.policy)));
                 Metrics::reload(&self.metrics.policy_reloads, true);
                 tracing::info!(origin, warnings, "policy loaded");
-                true
+                Ok(warnings)
             }
             Err(rejected) => {
                 Metrics::reload(&self.metrics.policy_reloads, false);
                 let kept = self.policy.load().is_some();
                 tracing::error!(origin, error = %rejected, kept_last_good = kept, "policy rejected");
-                false
+                Err(rejected.to_string())
             }
         }
     }
@@ -168,20 +175,30 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = Arc::new(State::new(args.fail_closed, args.max_body_bytes));
 
-    let policy_text = match &args.policy_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?,
-        None => {
-            tracing::info!("no --policy-file: serving the built-in sample policy");
-            SAMPLE_POLICY.to_owned()
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut policy_text = None;
+    if let Some(target) = args.policy_configmap.clone() {
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot reach the Kubernetes API for --policy-configmap (in-cluster configuration or KUBECONFIG)")?;
+        tracing::info!(configmap = %target, "watching the policy ConfigMap; not ready until it loads");
+        tasks.spawn(source::configmap::watch(client, target, state.clone()));
+    } else {
+        let (origin, text) = match &args.policy_file {
+            Some(path) => (
+                path.display().to_string(),
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            ),
+            None => {
+                tracing::info!("no --policy-file: serving the built-in sample policy");
+                ("built-in sample".to_owned(), SAMPLE_POLICY.to_owned())
+            }
+        };
+        if let Err(why) = state.apply_policy(&origin, &text) {
+            anyhow::bail!("{origin} is not a valid policy: {why}");
         }
-    };
-    let origin = args
-        .policy_file
-        .as_ref()
-        .map_or("built-in sample".to_owned(), |p| p.display().to_string());
-    if !state.apply_policy(&origin, &policy_text) {
-        anyhow::bail!("{origin} is not a valid policy (run `image-mirror-webhook check --policy-file {origin}`)");
+        policy_text = Some(text);
     }
 
     let (cert_pem, key_pem) = match (&args.tls_cert, &args.tls_key) {
@@ -196,16 +213,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let resolver = Arc::new(tls::Resolver::new(key));
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver.clone())?));
 
-    let mut tasks = tokio::task::JoinSet::new();
-    if let Some(path) = args.policy_file.clone() {
+    if let (Some(path), Some(text)) = (args.policy_file.clone(), policy_text) {
         let state = state.clone();
-        let mut last = policy_text.into_bytes();
+        let mut last = text.into_bytes();
         tasks.spawn(source::file::watch(vec![path.clone()], args.reload_interval, move |read| match read {
             Ok(mut files) => {
                 let bytes = files.pop().unwrap_or_default();
                 if bytes != last {
                     let text = String::from_utf8_lossy(&bytes);
-                    state.apply_policy(&path.display().to_string(), &text);
+                    // A refusal is logged and counted inside; the last good policy stays.
+                    let _ = state.apply_policy(&path.display().to_string(), &text);
                     last = bytes;
                 }
             }

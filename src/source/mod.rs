@@ -1,3 +1,4 @@
 //! Where policies and certificates come from, and how changes are noticed.
 
+pub mod configmap;
 pub mod file;

@@ -1,0 +1,198 @@
+//! The policy from one ConfigMap, watched through the Kubernetes API. A change is loaded off to
+//! the side and swapped in; a bad one, a missing key or a deleted ConfigMap keeps the last good
+//! policy, and says so in the log, in a metric and as an Event on the ConfigMap.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+
+use crate::server::metrics::Metrics;
+use crate::server::State;
+
+/// The key that holds the policy document.
+pub const POLICY_KEY: &str = "policy.yaml";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigMapRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ConfigMapRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl FromStr for ConfigMapRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let valid = |part: &str| {
+            !part.is_empty()
+                && part.len() <= 253
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        };
+        match s.split_once('/') {
+            Some((ns, name)) if valid(ns) && valid(name) => Ok(ConfigMapRef {
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+            }),
+            _ => Err(format!("`{s}` is not NAMESPACE/NAME")),
+        }
+    }
+}
+
+/// Reports what happened to the policy as Events on the ConfigMap. Best effort: a refusal (such as
+/// a missing RBAC permission) is logged once and then left alone.
+struct Events {
+    recorder: Recorder,
+    failed_once: bool,
+}
+
+impl Events {
+    async fn publish(&mut self, cm: &ConfigMap, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1024).collect()),
+            action: "LoadPolicy".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &cm.object_ref(&())).await {
+            if !self.failed_once {
+                tracing::warn!(error = %e, "cannot record Events on the policy ConfigMap (RBAC?); going on without them");
+                self.failed_once = true;
+            }
+        }
+    }
+}
+
+/// What the watch has last acted on, so that resyncs and relists of an unchanged ConfigMap do
+/// nothing, and the same problem is reported once.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Nothing,
+    Text(String),
+    MissingKey,
+    Gone,
+}
+
+/// Watches the ConfigMap until the task is dropped; errors back off and the watch resumes.
+pub async fn watch(client: Client, target: ConfigMapRef, state: Arc<State>) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &target.namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", target.name));
+    let reporter = Reporter {
+        controller: "image-mirror-webhook".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let mut events = Events {
+        recorder: Recorder::new(client, reporter),
+        failed_once: false,
+    };
+    let origin = format!("configmap {target}");
+    let mut seen = Seen::Nothing;
+    let mut listed = false;
+    let stream = watcher(api, config).default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init) => listed = false,
+            Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
+                listed = true;
+                apply(&state, &origin, &cm, &mut seen, &mut events).await;
+            }
+            Ok(watcher::Event::InitDone) if !listed => {
+                if seen != Seen::Gone {
+                    gone(&state, &origin, None, &mut events).await;
+                    seen = Seen::Gone;
+                }
+            }
+            Ok(watcher::Event::InitDone) => {}
+            Ok(watcher::Event::Delete(cm)) => {
+                gone(&state, &origin, Some(&cm), &mut events).await;
+                seen = Seen::Gone;
+            }
+            Err(e) => {
+                state.metrics.policy_watch_errors.inc();
+                tracing::warn!(origin, error = %e, "ConfigMap watch failed; retrying with backoff, reviews use the last good policy");
+            }
+        }
+    }
+}
+
+async fn apply(state: &State, origin: &str, cm: &ConfigMap, seen: &mut Seen, events: &mut Events) {
+    let Some(text) = cm.data.as_ref().and_then(|d| d.get(POLICY_KEY)) else {
+        if *seen != Seen::MissingKey {
+            *seen = Seen::MissingKey;
+            Metrics::reload(&state.metrics.policy_reloads, false);
+            let why =
+                format!("the ConfigMap has no key {POLICY_KEY}; keeping the last good policy");
+            tracing::error!(origin, "{why}");
+            events
+                .publish(cm, EventType::Warning, "PolicyMissing", why)
+                .await;
+        }
+        return;
+    };
+    if *seen == Seen::Text(text.clone()) {
+        return;
+    }
+    *seen = Seen::Text(text.clone());
+    match state.apply_policy(origin, text) {
+        Ok(warnings) => {
+            let note = format!("policy loaded with {warnings} warning(s)");
+            events
+                .publish(cm, EventType::Normal, "PolicyLoaded", note)
+                .await;
+        }
+        Err(why) => {
+            let note = format!("policy rejected, the last good one stays in force: {why}");
+            events
+                .publish(cm, EventType::Warning, "PolicyRejected", note)
+                .await;
+        }
+    }
+}
+
+async fn gone(state: &State, origin: &str, cm: Option<&ConfigMap>, events: &mut Events) {
+    Metrics::reload(&state.metrics.policy_reloads, false);
+    let kept = state.policy.load().is_some();
+    tracing::error!(
+        origin,
+        kept_last_good = kept,
+        "the policy ConfigMap does not exist"
+    );
+    if let Some(cm) = cm {
+        let note =
+            "the policy ConfigMap was deleted; the last good policy stays in force".to_owned();
+        events
+            .publish(cm, EventType::Warning, "PolicyDeleted", note)
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references() {
+        let r: ConfigMapRef = "image-mirror/policy".parse().unwrap();
+        assert_eq!(
+            (r.namespace.as_str(), r.name.as_str()),
+            ("image-mirror", "policy")
+        );
+        for bad in ["policy", "/policy", "ns/", "ns/Policy", "a/b/c", ""] {
+            assert!(bad.parse::<ConfigMapRef>().is_err(), "{bad}");
+        }
+    }
+}

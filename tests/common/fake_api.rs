@@ -1,0 +1,294 @@
+//! A small fake Kubernetes API server on loopback: ConfigMaps (list and watch, with resource
+//! versions, 410 Gone after a compaction, and watches that can be cut), and Events.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+#[derive(Default)]
+struct Inner {
+    rv: u64,
+    configmaps: BTreeMap<(String, String), Value>,
+    /// Every change, for watches that start from an older resource version.
+    history: Vec<(u64, String, Value)>,
+    compacted_below: u64,
+    events: Vec<Value>,
+    deny_events: bool,
+    watches_started: usize,
+    lists: usize,
+}
+
+#[derive(Clone)]
+struct Shared {
+    inner: Arc<Mutex<Inner>>,
+    changes: broadcast::Sender<(u64, String, Value)>,
+    cuts: broadcast::Sender<()>,
+}
+
+pub struct FakeApi {
+    pub port: u16,
+    shared: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeApi {
+    pub async fn start() -> FakeApi {
+        let (changes, _) = broadcast::channel(1024);
+        let (cuts, _) = broadcast::channel(16);
+        let shared = Shared {
+            inner: Arc::default(),
+            changes,
+            cuts,
+        };
+        let app = Router::new()
+            .route("/api/v1/namespaces/{ns}/configmaps", get(configmaps))
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events",
+                post(create_event),
+            )
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events/{name}",
+                axum::routing::patch(patch_event),
+            )
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeApi { port, shared, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> kube::Client {
+        let config = kube::Config::new(self.url().parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// A kubeconfig file that points at this server.
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: u\ncurrent-context: fake\n",
+            self.url()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Creates or replaces a ConfigMap; `None` data means no `data` at all.
+    pub fn put_configmap(&self, ns: &str, name: &str, data: Option<BTreeMap<&str, &str>>) {
+        let mut inner = self.shared.inner.lock().unwrap();
+        inner.rv += 1;
+        let rv = inner.rv;
+        let key = (ns.to_owned(), name.to_owned());
+        let kind = if inner.configmaps.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "resourceVersion": rv.to_string()}});
+        if let Some(data) = data {
+            cm["data"] = json!(data);
+        }
+        inner.configmaps.insert(key, cm.clone());
+        inner.history.push((rv, kind.into(), cm.clone()));
+        let _ = self.shared.changes.send((rv, kind.into(), cm));
+    }
+
+    pub fn delete_configmap(&self, ns: &str, name: &str) {
+        let mut inner = self.shared.inner.lock().unwrap();
+        inner.rv += 1;
+        let rv = inner.rv;
+        if let Some(mut cm) = inner.configmaps.remove(&(ns.to_owned(), name.to_owned())) {
+            cm["metadata"]["resourceVersion"] = json!(rv.to_string());
+            inner.history.push((rv, "DELETED".into(), cm.clone()));
+            let _ = self.shared.changes.send((rv, "DELETED".into(), cm));
+        }
+    }
+
+    /// Ends every open watch, as an API server restart or a network cut does.
+    pub fn cut_watches(&self) {
+        let _ = self.shared.cuts.send(());
+    }
+
+    /// Forgets history, so that a watch resuming from an old version gets 410 Gone, and cuts watches.
+    pub fn compact(&self) {
+        {
+            let mut inner = self.shared.inner.lock().unwrap();
+            inner.compacted_below = inner.rv + 1;
+            inner.history.clear();
+        }
+        self.cut_watches();
+    }
+
+    pub fn deny_events(&self, deny: bool) {
+        self.shared.inner.lock().unwrap().deny_events = deny;
+    }
+
+    /// (reason, note) of every Event recorded so far.
+    pub fn events(&self) -> Vec<(String, String)> {
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or_default().to_owned(),
+                    e["note"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn watches_started(&self) -> usize {
+        self.shared.inner.lock().unwrap().watches_started
+    }
+
+    pub fn lists(&self) -> usize {
+        self.shared.inner.lock().unwrap().lists
+    }
+}
+
+fn selected(cm: &Value, field_selector: Option<&String>) -> bool {
+    match field_selector.and_then(|f| f.strip_prefix("metadata.name=")) {
+        Some(name) => cm["metadata"]["name"] == name,
+        None => true,
+    }
+}
+
+async fn configmaps(
+    State(s): State<Shared>,
+    Path(ns): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let selector = q.get("fieldSelector");
+    let in_ns = |cm: &Value| cm["metadata"]["namespace"] == ns.as_str() && selected(cm, selector);
+    if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        let from: u64 = q
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let (backlog, mut changes, mut cuts, gone) = {
+            let mut inner = s.inner.lock().unwrap();
+            inner.watches_started += 1;
+            let gone = from < inner.compacted_below;
+            let backlog: Vec<_> = inner
+                .history
+                .iter()
+                .filter(|(rv, _, cm)| *rv > from && in_ns(cm))
+                .cloned()
+                .collect();
+            (backlog, s.changes.subscribe(), s.cuts.subscribe(), gone)
+        };
+        if gone {
+            let status = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}});
+            return Body::from(format!("{status}\n")).into_response();
+        }
+        let ns2 = ns.clone();
+        let selector2 = selector.cloned();
+        let stream = async_stream(
+            move |tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>| async move {
+                for (_, kind, cm) in backlog {
+                    let _ = tx
+                        .send(Ok(Bytes::from(format!(
+                            "{}\n",
+                            json!({"type": kind, "object": cm})
+                        ))))
+                        .await;
+                }
+                loop {
+                    tokio::select! {
+                        change = changes.recv() => match change {
+                            Ok((rv, kind, cm)) if rv > from && cm["metadata"]["namespace"] == ns2.as_str() && selected(&cm, selector2.as_ref()) => {
+                                if tx.send(Ok(Bytes::from(format!("{}\n", json!({"type": kind, "object": cm}))))).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => return,
+                        },
+                        _ = cuts.recv() => return,
+                    }
+                }
+            },
+        );
+        return Body::from_stream(stream).into_response();
+    }
+    let mut inner = s.inner.lock().unwrap();
+    inner.lists += 1;
+    let items: Vec<Value> = inner
+        .configmaps
+        .values()
+        .filter(|cm| in_ns(cm))
+        .cloned()
+        .collect();
+    Json(json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}))
+        .into_response()
+}
+
+/// A stream fed by a task, ended when the task ends.
+fn async_stream<F, Fut>(
+    f: F,
+) -> tokio_stream::wrappers::ReceiverStream<Result<Bytes, std::io::Error>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+async fn create_event(State(s): State<Shared>, Json(mut event): Json<Value>) -> Response {
+    let mut inner = s.inner.lock().unwrap();
+    if inner.deny_events {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+            "message": "events.events.k8s.io is forbidden"});
+        return (StatusCode::FORBIDDEN, Json(status)).into_response();
+    }
+    if event["metadata"]["name"].is_null() {
+        let n = inner.events.len();
+        event["metadata"]["name"] = json!(format!("event-{n}"));
+    }
+    inner.events.push(event.clone());
+    (StatusCode::CREATED, Json(event)).into_response()
+}
+
+async fn patch_event(
+    State(s): State<Shared>,
+    Path((_ns, name)): Path<(String, String)>,
+) -> Response {
+    let inner = s.inner.lock().unwrap();
+    match inner
+        .events
+        .iter()
+        .find(|e| e["metadata"]["name"] == name.as_str())
+    {
+        Some(e) => Json(e.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}

@@ -1,0 +1,326 @@
+//! The policy from a ConfigMap, against a fake Kubernetes API on loopback: initial load, updates,
+//! refusals, deletion, lost watches and 410 Gone, Events, and `serve` switching policies live.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::fake_api::FakeApi;
+use image_mirror_webhook::rewrite::decide;
+use image_mirror_webhook::server::State;
+use image_mirror_webhook::source::configmap::{self, ConfigMapRef};
+
+const NS: &str = "image-mirror";
+const NAME: &str = "policy";
+
+fn policy_for(mirror: &str) -> String {
+    format!("mirrors:\n  docker.io:\n    endpoint: [\"https://{mirror}\"]\n")
+}
+
+fn data(text: &str) -> Option<BTreeMap<&str, &str>> {
+    Some(BTreeMap::from([("policy.yaml", text)]))
+}
+
+/// The image nginx decided by the policy in force, or None before one has loaded.
+fn current(state: &State) -> Option<String> {
+    state
+        .policy
+        .load_full()
+        .and_then(|p| decide(&p, "nginx").result)
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+struct Watch {
+    api: FakeApi,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start(initial: Option<&str>) -> Watch {
+    let api = FakeApi::start().await;
+    if let Some(text) = initial {
+        api.put_configmap(NS, NAME, data(text));
+    }
+    let state = Arc::new(State::new(false, 1 << 20));
+    let target = ConfigMapRef {
+        namespace: NS.into(),
+        name: NAME.into(),
+    };
+    let task = tokio::spawn(configmap::watch(api.client(), target, state.clone()));
+    Watch { api, state, task }
+}
+
+fn metric(state: &State, name: &str) -> f64 {
+    state
+        .metrics
+        .encode()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn loads_updates_and_refuses_bad_changes() {
+    let w = start(Some(&policy_for("one.example.com"))).await;
+    eventually("the initial policy", || {
+        current(&w.state).as_deref() == Some("one.example.com/library/nginx")
+    })
+    .await;
+    assert_eq!(w.state.not_ready(), None);
+    eventually("a PolicyLoaded event", || {
+        w.api.events().iter().any(|(r, _)| r == "PolicyLoaded")
+    })
+    .await;
+
+    w.api
+        .put_configmap(NS, NAME, data(&policy_for("two.example.com")));
+    eventually("the update", || {
+        current(&w.state).as_deref() == Some("two.example.com/library/nginx")
+    })
+    .await;
+
+    // Refused: the old policy keeps answering, the reason goes to the log, a metric and an Event.
+    w.api
+        .put_configmap(NS, NAME, data("mirrors:\n  docker.io:\n    endpiont: []\n"));
+    eventually("a PolicyRejected event", || {
+        w.api.events().iter().any(|(r, _)| r == "PolicyRejected")
+    })
+    .await;
+    let (_, note) = w
+        .api
+        .events()
+        .into_iter()
+        .find(|(r, _)| r == "PolicyRejected")
+        .unwrap();
+    assert!(note.contains("3:5") && note.contains("endpiont"), "{note}");
+    assert_eq!(
+        current(&w.state).as_deref(),
+        Some("two.example.com/library/nginx")
+    );
+    assert_eq!(
+        metric(
+            &w.state,
+            "image_mirror_policy_reloads_total{result=\"failure\"}"
+        ),
+        1.0
+    );
+    assert_eq!(w.state.not_ready(), None);
+
+    // A missing key and a deletion keep it too.
+    w.api
+        .put_configmap(NS, NAME, Some(BTreeMap::from([("other.yaml", "x")])));
+    eventually("a PolicyMissing event", || {
+        w.api.events().iter().any(|(r, _)| r == "PolicyMissing")
+    })
+    .await;
+    w.api.delete_configmap(NS, NAME);
+    eventually("a PolicyDeleted event", || {
+        w.api.events().iter().any(|(r, _)| r == "PolicyDeleted")
+    })
+    .await;
+    assert_eq!(
+        current(&w.state).as_deref(),
+        Some("two.example.com/library/nginx")
+    );
+    assert_eq!(
+        metric(
+            &w.state,
+            "image_mirror_policy_reloads_total{result=\"failure\"}"
+        ),
+        3.0
+    );
+
+    // Back again: loaded.
+    w.api
+        .put_configmap(NS, NAME, data(&policy_for("three.example.com")));
+    eventually("the recreated policy", || {
+        current(&w.state).as_deref() == Some("three.example.com/library/nginx")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn not_ready_until_the_configmap_exists() {
+    let w = start(None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.state.not_ready(), Some("no policy loaded"));
+    w.api
+        .put_configmap(NS, NAME, data(&policy_for("late.example.com")));
+    eventually("the late policy", || {
+        current(&w.state).as_deref() == Some("late.example.com/library/nginx")
+    })
+    .await;
+    assert_eq!(w.state.not_ready(), None);
+}
+
+#[tokio::test]
+async fn a_lost_watch_resumes_and_410_gone_relists() {
+    let w = start(Some(&policy_for("one.example.com"))).await;
+    eventually("the initial policy", || current(&w.state).is_some()).await;
+    let watches = w.api.watches_started();
+    w.api.cut_watches();
+    eventually("a new watch", || w.api.watches_started() > watches).await;
+    w.api
+        .put_configmap(NS, NAME, data(&policy_for("after-cut.example.com")));
+    eventually("the change after the cut", || {
+        current(&w.state).as_deref() == Some("after-cut.example.com/library/nginx")
+    })
+    .await;
+
+    let lists = w.api.lists();
+    w.api.compact();
+    eventually("a relist after 410", || w.api.lists() > lists).await;
+    w.api
+        .put_configmap(NS, NAME, data(&policy_for("after-gone.example.com")));
+    eventually("the change after 410", || {
+        current(&w.state).as_deref() == Some("after-gone.example.com/library/nginx")
+    })
+    .await;
+    // A relist of an unchanged ConfigMap does not count as a reload.
+    assert_eq!(
+        metric(
+            &w.state,
+            "image_mirror_policy_reloads_total{result=\"success\"}"
+        ),
+        3.0
+    );
+}
+
+#[tokio::test]
+async fn events_are_best_effort() {
+    let api = FakeApi::start().await;
+    api.deny_events(true);
+    api.put_configmap(NS, NAME, data(&policy_for("one.example.com")));
+    let state = Arc::new(State::new(false, 1 << 20));
+    let target = ConfigMapRef {
+        namespace: NS.into(),
+        name: NAME.into(),
+    };
+    let task = tokio::spawn(configmap::watch(api.client(), target, state.clone()));
+    eventually("the policy without Events", || current(&state).is_some()).await;
+    api.put_configmap(NS, NAME, data(&policy_for("two.example.com")));
+    eventually("the update without Events", || {
+        current(&state).as_deref() == Some("two.example.com/library/nginx")
+    })
+    .await;
+    assert!(api.events().is_empty());
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_switches_policies_live_without_a_failed_review() {
+    use common::TempDir;
+    use serde_json::{json, Value};
+    let api = FakeApi::start().await;
+    api.put_configmap(NS, NAME, data(&policy_for("one.example.com")));
+    let dir = TempDir::new("configmap-serve");
+    let kubeconfig = api.kubeconfig(&dir.0);
+    let port = common::free_port();
+    let cert = image_mirror_webhook::server::tls::generate(&["localhost"]).unwrap();
+    std::fs::write(dir.path("tls.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.path("tls.key"), &cert.key_pem).unwrap();
+    let log = std::fs::File::create(dir.path("server.log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--policy-configmap",
+            &format!("{NS}/{NAME}"),
+        ])
+        .arg("--tls-cert")
+        .arg(dir.path("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.path("tls.key"))
+        .env("KUBECONFIG", &kubeconfig)
+        .stdin(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let client = common::client_trusting(&[&cert.ca_pem]);
+    let url = format!("https://localhost:{port}");
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "shop",
+        "object": {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+    let image_of = |answer: &Value| -> Option<String> {
+        let patch = common::decode_patch(answer)?;
+        let mut pod = review["request"]["object"].clone();
+        json_patch::patch(&mut pod, &patch).ok()?;
+        pod["spec"]["containers"][0]["image"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let ready = async {
+        loop {
+            if let Ok(r) = client.get(format!("{url}/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), ready)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "never ready: {}",
+                std::fs::read_to_string(dir.path("server.log")).unwrap_or_default()
+            )
+        });
+
+    let mut changed_at = None;
+    let mut switched_after = None;
+    let started = Instant::now();
+    let mut sent = 0;
+    while switched_after.is_none() && started.elapsed() < Duration::from_secs(15) {
+        let resp = client
+            .post(format!("{url}/mutate"))
+            .header("content-type", "application/json")
+            .body(review.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(answer["response"]["allowed"], true);
+        let image = image_of(&answer).expect("every review is answered with a rewrite");
+        sent += 1;
+        match (changed_at, image.as_str()) {
+            (None, "one.example.com/library/nginx") if sent == 20 => {
+                api.put_configmap(NS, NAME, data(&policy_for("two.example.com")));
+                changed_at = Some(Instant::now());
+            }
+            (_, "one.example.com/library/nginx") => {}
+            (Some(t), "two.example.com/library/nginx") => switched_after = Some(t.elapsed()),
+            (_, other) => panic!("unexpected image {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().ok();
+    child.wait().ok();
+    let took = switched_after.expect("answers never switched to the new policy");
+    assert!(took < Duration::from_secs(2), "switched after {took:?}");
+}
