@@ -16,6 +16,13 @@ apt_install() {
 # kubectl applies our patches exactly as the API server does (tests/properties.rs).
 need kubectl || apt_install kubernetes-client
 
+# Helm's own library lints the chart (tests/chart/lint.py); it declares Python 3.12 but works on 3.11.
+python3 -c 'import helm_sdkpy' 2>/dev/null ||
+  python3 -m pip install -q --ignore-requires-python helm-sdkpy </dev/null
+# openssl runs certs/make-dev-certs.sh in tests/server.rs.
+need openssl || apt_install openssl
+
+python3 tests/chart/lint.py
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked

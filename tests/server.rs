@@ -697,3 +697,42 @@ async fn sigterm_stops_readiness_then_finishes_reviews_in_flight() {
     assert!(status.success(), "exit status {status}: {}", server.logs());
     assert!(server.logs().contains("stopped"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_certs_script_makes_a_pair_that_serve_uses() {
+    let server = Server::start(Options::default());
+    let out = server.dir.path("script");
+    let status = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/certs/make-dev-certs.sh"
+        ))
+        .arg("-o")
+        .arg(&out)
+        .args(["localhost", "127.0.0.1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read = |name: &str| std::fs::read(out.join(name)).unwrap();
+    server.dir.write_atomic("tls.key", &read("tls.key"));
+    server.dir.write_atomic("tls.crt", &read("tls.crt"));
+    let ca = String::from_utf8(read("ca.crt")).unwrap();
+    let trusting_script_ca = common::client_trusting(&[&ca]);
+    wait_until(
+        "the script's certificate",
+        Duration::from_secs(5),
+        || async {
+            trusting_script_ca
+                .get(server.url("/healthz"))
+                .send()
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let served = served_certificate(&trusting_script_ca, &server.url("/healthz")).await;
+    assert_eq!(
+        served,
+        rustls_der(&String::from_utf8(read("tls.crt")).unwrap())
+    );
+}

@@ -1,0 +1,21 @@
+# syntax=docker/dockerfile:1
+# Build stage: dependencies in their own cached layer, then the binary.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src benches \
+ && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+ && echo 'fn main() {}' > benches/engine.rs && cp benches/engine.rs benches/loadgen.rs \
+ && cargo build --release --locked --bin image-mirror-webhook \
+ && rm -rf src benches
+COPY src src
+COPY benches benches
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin image-mirror-webhook
+
+# Final stage: the binary and glibc only; no shell, non-root, fits a read-only root filesystem.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/image-mirror-webhook /usr/local/bin/image-mirror-webhook
+USER 65532:65532
+EXPOSE 8443 8080
+ENTRYPOINT ["/usr/local/bin/image-mirror-webhook"]
+CMD ["serve"]
