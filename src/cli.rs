@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the admission webhook (HTTPS).
-    Serve(crate::server::ServeArgs),
+    Serve(Box<crate::server::ServeArgs>),
     /// Show what admission would do to objects or to single image references.
     DryRun(DryRunArgs),
     /// Validate a policy: print every error, warning and note with its line and column.
@@ -66,7 +66,7 @@ pub struct CheckArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => crate::server::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => crate::server::run(*args).map(|()| ExitCode::SUCCESS),
         Command::DryRun(args) => dry_run(&args),
         Command::Check(args) => check(&args),
     };

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use common::fake_api::FakeApi;
 use image_mirror_webhook::rewrite::decide;
 use image_mirror_webhook::server::State;
-use image_mirror_webhook::source::configmap::{self, ConfigMapRef};
+use image_mirror_webhook::source::configmap;
+use image_mirror_webhook::source::NamespacedName;
 
 const NS: &str = "image-mirror";
 const NAME: &str = "policy";
@@ -62,7 +63,7 @@ async fn start(initial: Option<&str>) -> Watch {
         api.put_configmap(NS, NAME, data(text));
     }
     let state = Arc::new(State::new(false, 1 << 20));
-    let target = ConfigMapRef {
+    let target = NamespacedName {
         namespace: NS.into(),
         name: NAME.into(),
     };
@@ -214,7 +215,7 @@ async fn events_are_best_effort() {
     api.deny_events(true);
     api.put_configmap(NS, NAME, data(&policy_for("one.example.com")));
     let state = Arc::new(State::new(false, 1 << 20));
-    let target = ConfigMapRef {
+    let target = NamespacedName {
         namespace: NS.into(),
         name: NAME.into(),
     };

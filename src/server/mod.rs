@@ -2,6 +2,7 @@
 
 pub mod metrics;
 pub mod routes;
+pub mod selfmanaged;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::policy::{Policy, Severity, SAMPLE_POLICY};
 use crate::source;
-use crate::source::configmap::ConfigMapRef;
+use crate::source::NamespacedName;
 use metrics::Metrics;
 
 /// A client must finish its TLS handshake and send its request headers within this time.
@@ -65,7 +66,31 @@ pub struct ServeArgs {
     /// Watch the policy in this ConfigMap (key policy.yaml) through the Kubernetes API, with the
     /// in-cluster configuration or KUBECONFIG. Not ready until it has loaded once.
     #[arg(long, value_name = "NAMESPACE/NAME")]
-    pub policy_configmap: Option<ConfigMapRef>,
+    pub policy_configmap: Option<NamespacedName>,
+    /// Keep the serving certificate in this Secret, made, shared by replicas and renewed by the
+    /// webhook itself (instead of --tls-cert/--tls-key).
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        conflicts_with = "tls_cert",
+        requires = "cert_dns_names"
+    )]
+    pub cert_secret: Option<NamespacedName>,
+    /// Names (and IPs) the self-managed certificate covers: the Service's DNS names.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub cert_dns_names: Vec<String>,
+    /// Validity of a self-managed certificate.
+    #[arg(long, value_name = "DURATION", default_value = "8760h", value_parser = duration)]
+    pub cert_validity: Duration,
+    /// Renew a self-managed certificate when less than this is left.
+    #[arg(long, value_name = "DURATION", default_value = "720h", value_parser = duration)]
+    pub cert_renew_before: Duration,
+    /// How often the self-managed certificate's Secret and CA bundle are checked.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = duration)]
+    pub cert_check_interval: Duration,
+    /// The MutatingWebhookConfiguration whose CA bundle the self-managed CA is written into.
+    #[arg(long, value_name = "NAME", requires = "cert_secret")]
+    pub webhook_configuration: Option<String>,
     /// Plain-HTTP listener for /healthz, /readyz and /metrics.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
@@ -177,10 +202,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     let mut policy_text = None;
-    if let Some(target) = args.policy_configmap.clone() {
-        let client = kube::Client::try_default()
-            .await
-            .context("cannot reach the Kubernetes API for --policy-configmap (in-cluster configuration or KUBECONFIG)")?;
+    let client =
+        if args.policy_configmap.is_some() || args.cert_secret.is_some() {
+            Some(kube::Client::try_default().await.context(
+                "cannot reach the Kubernetes API (in-cluster configuration or KUBECONFIG)",
+            )?)
+        } else {
+            None
+        };
+    if let (Some(target), Some(client)) = (args.policy_configmap.clone(), client.clone()) {
         tracing::info!(configmap = %target, "watching the policy ConfigMap; not ready until it loads");
         tasks.spawn(source::configmap::watch(client, target, state.clone()));
     } else {
@@ -201,11 +231,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         policy_text = Some(text);
     }
 
-    let (cert_pem, key_pem) = match (&args.tls_cert, &args.tls_key) {
-        (Some(c), Some(k)) => (
+    let self_managed = match (&args.cert_secret, &client) {
+        (Some(secret), Some(client)) => {
+            let settings = selfmanaged::Settings {
+                secret: secret.clone(),
+                dns_names: args.cert_dns_names.clone(),
+                validity: args.cert_validity,
+                renew_before: args.cert_renew_before,
+                webhook_configuration: args.webhook_configuration.clone(),
+            };
+            if settings.renew_before >= settings.validity {
+                anyhow::bail!("--cert-renew-before must be shorter than --cert-validity");
+            }
+            let material = selfmanaged::ensure(client, &settings, std::time::SystemTime::now())
+                .await
+                .with_context(|| {
+                    format!("cannot get a serving certificate from Secret {secret}")
+                })?;
+            Some((client.clone(), settings, material))
+        }
+        _ => None,
+    };
+    let (cert_pem, key_pem) = match (&args.tls_cert, &args.tls_key, &self_managed) {
+        (Some(c), Some(k), _) => (
             std::fs::read(c).with_context(|| format!("cannot read {}", c.display()))?,
             std::fs::read(k).with_context(|| format!("cannot read {}", k.display()))?,
         ),
+        (_, _, Some((_, _, m))) => (m.cert.clone().into_bytes(), m.key.clone().into_bytes()),
         _ => dev_certificate(&args.dev_cert_dir)?,
     };
     let key = tls::certified_key(&cert_pem, &key_pem).context("cannot use the TLS certificate")?;
@@ -234,6 +286,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let (Some(c), Some(k)) = (args.tls_cert.clone(), args.tls_key.clone()) {
         let state = state.clone();
+        let resolver = resolver.clone();
         let mut last = vec![cert_pem, key_pem];
         tasks.spawn(source::file::watch(vec![c, k], args.reload_interval, move |read| match read {
             Ok(files) if files != last => {
@@ -256,6 +309,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "TLS files unreadable; serving the previous certificate");
             }
         }));
+    }
+
+    if let Some((client, settings, material)) = self_managed {
+        tasks.spawn(keep_certificate(
+            client,
+            settings,
+            material,
+            resolver.clone(),
+            state.clone(),
+            args.cert_check_interval,
+        ));
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -294,6 +358,54 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tasks.abort_all();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Keeps a self-managed certificate current: picks up renewals by other replicas, renews it when
+/// due, and keeps the CA bundle in the webhook configuration (an upgrade may have blanked it).
+async fn keep_certificate(
+    client: kube::Client,
+    settings: selfmanaged::Settings,
+    mut served: selfmanaged::Material,
+    resolver: Arc<tls::Resolver>,
+    state: Arc<State>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        // The first tick is immediate, so the bundle is published at start.
+        tick.tick().await;
+        match selfmanaged::ensure(&client, &settings, std::time::SystemTime::now()).await {
+            Ok(m) if m != served => match tls::certified_key(m.cert.as_bytes(), m.key.as_bytes()) {
+                Ok(key) => {
+                    // The API server must trust the new CA before the new certificate is served.
+                    if let Some(name) = &settings.webhook_configuration {
+                        if let Err(e) = selfmanaged::publish_ca(&client, name, &m).await {
+                            tracing::error!(error = %e, "cannot publish the renewed CA bundle; serving the old certificate");
+                            continue;
+                        }
+                    }
+                    resolver.swap(key);
+                    served = m;
+                    Metrics::reload(&state.metrics.tls_reloads, true);
+                    tracing::info!("serving the renewed certificate");
+                }
+                Err(e) => {
+                    Metrics::reload(&state.metrics.tls_reloads, false);
+                    tracing::error!(error = %e, "the certificate Secret holds an unusable pair");
+                }
+            },
+            Ok(_) => {}
+            Err(e) => {
+                Metrics::reload(&state.metrics.tls_reloads, false);
+                tracing::error!(error = %e, "cannot check the certificate Secret; serving the current certificate");
+            }
+        }
+        if let Some(name) = &settings.webhook_configuration {
+            if let Err(e) = selfmanaged::publish_ca(&client, name, &served).await {
+                tracing::error!(error = %e, webhook_configuration = name, "cannot publish the CA bundle; the API server may not trust this webhook");
+            }
+        }
+    }
 }
 
 /// Makes a development CA and serving certificate, and writes the CA where `curl --cacert` can use it.

@@ -87,8 +87,16 @@ pub struct DevCertificate {
     pub key_pem: String,
 }
 
-/// Makes a CA and a serving certificate for `names` (DNS names or IP addresses).
+/// Makes a CA and a serving certificate for `names` (DNS names or IP addresses), valid for a year.
 pub fn generate(names: &[&str]) -> Result<DevCertificate, TlsError> {
+    generate_valid(names, std::time::Duration::from_secs(365 * 24 * 3600))
+}
+
+/// Makes a CA and a serving certificate for `names`, both valid from now for `validity`.
+pub fn generate_valid(
+    names: &[&str],
+    validity: std::time::Duration,
+) -> Result<DevCertificate, TlsError> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     };
@@ -100,6 +108,10 @@ pub fn generate(names: &[&str]) -> Result<DevCertificate, TlsError> {
         .distinguished_name
         .push(DnType::CommonName, "image-mirror-webhook development CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    // Backdated a little, so clocks that disagree by a minute still accept it.
+    let now = time::OffsetDateTime::now_utc();
+    ca_params.not_before = now - time::Duration::minutes(5);
+    ca_params.not_after = now + validity;
     let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
@@ -109,10 +121,48 @@ pub fn generate(names: &[&str]) -> Result<DevCertificate, TlsError> {
     params
         .distinguished_name
         .push(DnType::CommonName, "image-mirror-webhook");
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + validity;
     let cert = params.signed_by(&key, &issuer).map_err(err)?;
     Ok(DevCertificate {
         ca_pem: ca_cert.pem(),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// When the first certificate of a PEM chain expires, and the names it covers.
+pub fn inspect(cert_pem: &[u8]) -> Result<(std::time::SystemTime, Vec<String>), TlsError> {
+    use x509_parser::extensions::GeneralName;
+    let der = CertificateDer::pem_slice_iter(cert_pem)
+        .next()
+        .ok_or(TlsError::NoCertificate)?
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    let not_after = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(
+            u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0),
+        );
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::DNSName(d) => names.push((*d).to_owned()),
+                GeneralName::IPAddress(ip) => match ip.len() {
+                    4 => {
+                        names.push(std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string())
+                    }
+                    16 => {
+                        let mut octets = [0u8; 16];
+                        octets.copy_from_slice(ip);
+                        names.push(std::net::Ipv6Addr::from(octets).to_string());
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    Ok((not_after, names))
 }

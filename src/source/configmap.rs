@@ -2,8 +2,6 @@
 //! the side and swapped in; a bad one, a missing key or a deleted ConfigMap keeps the last good
 //! policy, and says so in the log, in a metric and as an Event on the ConfigMap.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -14,42 +12,10 @@ use kube::{Api, Client, Resource};
 
 use crate::server::metrics::Metrics;
 use crate::server::State;
+use crate::source::NamespacedName;
 
 /// The key that holds the policy document.
 pub const POLICY_KEY: &str = "policy.yaml";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigMapRef {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl fmt::Display for ConfigMapRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-impl FromStr for ConfigMapRef {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let valid = |part: &str| {
-            !part.is_empty()
-                && part.len() <= 253
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        };
-        match s.split_once('/') {
-            Some((ns, name)) if valid(ns) && valid(name) => Ok(ConfigMapRef {
-                namespace: ns.to_owned(),
-                name: name.to_owned(),
-            }),
-            _ => Err(format!("`{s}` is not NAMESPACE/NAME")),
-        }
-    }
-}
 
 /// Reports what happened to the policy as Events on the ConfigMap. Best effort: a refusal (such as
 /// a missing RBAC permission) is logged once and then left alone.
@@ -87,7 +53,7 @@ enum Seen {
 }
 
 /// Watches the ConfigMap until the task is dropped; errors back off and the watch resumes.
-pub async fn watch(client: Client, target: ConfigMapRef, state: Arc<State>) {
+pub async fn watch(client: Client, target: NamespacedName, state: Arc<State>) {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &target.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", target.name));
     let reporter = Reporter {
@@ -186,13 +152,13 @@ mod tests {
 
     #[test]
     fn references() {
-        let r: ConfigMapRef = "image-mirror/policy".parse().unwrap();
+        let r: NamespacedName = "image-mirror/policy".parse().unwrap();
         assert_eq!(
             (r.namespace.as_str(), r.name.as_str()),
             ("image-mirror", "policy")
         );
         for bad in ["policy", "/policy", "ns/", "ns/Policy", "a/b/c", ""] {
-            assert!(bad.parse::<ConfigMapRef>().is_err(), "{bad}");
+            assert!(bad.parse::<NamespacedName>().is_err(), "{bad}");
         }
     }
 }

@@ -2,3 +2,40 @@
 
 pub mod configmap;
 pub mod file;
+
+use std::fmt;
+use std::str::FromStr;
+
+/// An object named as NAMESPACE/NAME on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespacedName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for NamespacedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl FromStr for NamespacedName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let valid = |part: &str| {
+            !part.is_empty()
+                && part.len() <= 253
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        };
+        match s.split_once('/') {
+            Some((ns, name)) if valid(ns) && valid(name) => Ok(NamespacedName {
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+            }),
+            _ => Err(format!("`{s}` is not NAMESPACE/NAME")),
+        }
+    }
+}

@@ -26,6 +26,9 @@ struct Inner {
     deny_events: bool,
     watches_started: usize,
     lists: usize,
+    secrets: BTreeMap<(String, String), Value>,
+    secret_writes: usize,
+    webhook_configs: BTreeMap<String, Value>,
 }
 
 #[derive(Clone)]
@@ -65,6 +68,15 @@ impl FakeApi {
             .route(
                 "/apis/events.k8s.io/v1/namespaces/{ns}/events/{name}",
                 axum::routing::patch(patch_event),
+            )
+            .route("/api/v1/namespaces/{ns}/secrets", post(create_secret))
+            .route(
+                "/api/v1/namespaces/{ns}/secrets/{name}",
+                get(get_secret).put(replace_secret),
+            )
+            .route(
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}",
+                get(get_webhook_config).patch(patch_webhook_config),
             )
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -161,6 +173,57 @@ impl FakeApi {
                 )
             })
             .collect()
+    }
+
+    pub fn secret(&self, ns: &str, name: &str) -> Option<Value> {
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .secrets
+            .get(&(ns.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// A Secret key's decoded text.
+    pub fn secret_text(&self, ns: &str, name: &str, key: &str) -> Option<String> {
+        use base64::Engine;
+        let s = self.secret(ns, name)?;
+        let b64 = s["data"][key].as_str()?;
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).ok()?).ok()
+    }
+
+    /// Creates or replaces a Secret as another client would.
+    pub fn put_secret(&self, ns: &str, name: &str, mut secret: Value) {
+        let mut inner = self.shared.inner.lock().unwrap();
+        inner.rv += 1;
+        secret["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+        inner
+            .secrets
+            .insert((ns.to_owned(), name.to_owned()), secret);
+    }
+
+    pub fn secret_writes(&self) -> usize {
+        self.shared.inner.lock().unwrap().secret_writes
+    }
+
+    pub fn put_webhook_config(&self, name: &str, config: Value) {
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .webhook_configs
+            .insert(name.to_owned(), config);
+    }
+
+    pub fn webhook_config(&self, name: &str) -> Option<Value> {
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .webhook_configs
+            .get(name)
+            .cloned()
     }
 
     pub fn watches_started(&self) -> usize {
@@ -290,5 +353,92 @@ async fn patch_event(
     {
         Some(e) => Json(e.clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "reason": reason, "message": message, "code": code});
+    (StatusCode::from_u16(code).unwrap(), Json(body)).into_response()
+}
+
+async fn get_secret(State(s): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Response {
+    match s.inner.lock().unwrap().secrets.get(&(ns, name.clone())) {
+        Some(secret) => Json(secret.clone()).into_response(),
+        None => status(404, "NotFound", &format!("secrets \"{name}\" not found")),
+    }
+}
+
+async fn create_secret(
+    State(s): State<Shared>,
+    Path(ns): Path<String>,
+    Json(mut secret): Json<Value>,
+) -> Response {
+    let mut inner = s.inner.lock().unwrap();
+    let name = secret["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let key = (ns, name.clone());
+    if inner.secrets.contains_key(&key) {
+        return status(
+            409,
+            "AlreadyExists",
+            &format!("secrets \"{name}\" already exists"),
+        );
+    }
+    inner.rv += 1;
+    inner.secret_writes += 1;
+    secret["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+    inner.secrets.insert(key, secret.clone());
+    (StatusCode::CREATED, Json(secret)).into_response()
+}
+
+async fn replace_secret(
+    State(s): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    Json(mut secret): Json<Value>,
+) -> Response {
+    let mut inner = s.inner.lock().unwrap();
+    let key = (ns, name.clone());
+    let Some(current) = inner.secrets.get(&key) else {
+        return status(404, "NotFound", &format!("secrets \"{name}\" not found"));
+    };
+    if current["metadata"]["resourceVersion"] != secret["metadata"]["resourceVersion"] {
+        return status(
+            409,
+            "Conflict",
+            "the object has been modified; please apply your changes to the latest version",
+        );
+    }
+    inner.rv += 1;
+    inner.secret_writes += 1;
+    secret["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+    inner.secrets.insert(key, secret.clone());
+    Json(secret).into_response()
+}
+
+async fn get_webhook_config(State(s): State<Shared>, Path(name): Path<String>) -> Response {
+    match s.inner.lock().unwrap().webhook_configs.get(&name) {
+        Some(c) => Json(c.clone()).into_response(),
+        None => status(404, "NotFound", "not found"),
+    }
+}
+
+async fn patch_webhook_config(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut inner = s.inner.lock().unwrap();
+    let Some(config) = inner.webhook_configs.get_mut(&name) else {
+        return status(404, "NotFound", "not found");
+    };
+    let Ok(patch) = serde_json::from_slice::<json_patch::Patch>(&body) else {
+        return status(400, "BadRequest", "not a JSON patch");
+    };
+    match json_patch::patch(config, &patch) {
+        Ok(()) => Json(config.clone()).into_response(),
+        Err(e) => status(422, "Invalid", &e.to_string()),
     }
 }
