@@ -370,10 +370,13 @@ async fn keep_certificate(
     state: Arc<State>,
     every: Duration,
 ) {
-    let mut tick = tokio::time::interval(every);
+    // Until the bundle is out (the webhook configuration may not exist yet while a release
+    // installs), retry every few seconds rather than every `every`.
+    const RETRY: Duration = Duration::from_secs(2);
+    let mut wait = Duration::ZERO;
     loop {
-        // The first tick is immediate, so the bundle is published at start.
-        tick.tick().await;
+        tokio::time::sleep(wait).await;
+        wait = every;
         match selfmanaged::ensure(&client, &settings, std::time::SystemTime::now()).await {
             Ok(m) if m != served => match tls::certified_key(m.cert.as_bytes(), m.key.as_bytes()) {
                 Ok(key) => {
@@ -403,6 +406,7 @@ async fn keep_certificate(
         if let Some(name) = &settings.webhook_configuration {
             if let Err(e) = selfmanaged::publish_ca(&client, name, &served).await {
                 tracing::error!(error = %e, webhook_configuration = name, "cannot publish the CA bundle; the API server may not trust this webhook");
+                wait = every.min(RETRY);
             }
         }
     }
