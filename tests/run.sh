@@ -25,4 +25,5 @@ need openssl || apt_install openssl
 python3 tests/chart/lint.py
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked
+# Library, binary and integration tests (there are no doc tests).
+cargo test --locked --lib --bins --tests
