@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use crate::mutate::{self, Mutation, Operation, PodTemplate};
+use crate::mutate::{self, Extras, Mutation, Operation, PodTemplate};
 use crate::policy::Policy;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -112,7 +112,12 @@ pub struct Answer {
 }
 
 /// Handles one review. `policy` is `None` until a policy has loaded.
-pub fn review(policy: Option<&Policy>, body: &[u8], fail_closed: bool) -> Answer {
+pub fn review(
+    policy: Option<&Policy>,
+    body: &[u8],
+    fail_closed: bool,
+    extras: Extras<'_>,
+) -> Answer {
     let parsed: Result<ReviewIn<'_>, _> = serde_json::from_slice(body);
     let mut answer = Answer {
         response: Value::Null,
@@ -220,7 +225,8 @@ pub fn review(policy: Option<&Policy>, body: &[u8], fail_closed: bool) -> Answer
     let Some(policy) = policy else {
         return fail(answer, None, "no policy has loaded yet".into(), fail_closed);
     };
-    let mutation = mutate::mutate(policy, &pod, &[], &namespace, &op);
+    answer.namespace = namespace.clone();
+    let mutation = mutate::mutate(policy, &pod, &[], &namespace, &op, extras);
     answer.response = allowed(&answer.uid, &mutation);
     answer.outcome = if mutation.is_empty() {
         Outcome::Unchanged

@@ -40,6 +40,9 @@ pub struct ObjectResult {
     pub decisions: Vec<FieldDecision>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pull_secrets: Option<Vec<String>>,
+    /// Of the pull secrets, those the webhook would create or update in the namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed_secrets: Option<Vec<mutate::ManagedSecret>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -181,7 +184,14 @@ pub fn plan(
     let template = PodTemplate::deserialize_from(template_value)
         .map_err(|e| format!("unreadable pod template: {e}"))?;
     let ns = object_namespace(object, namespace);
-    Ok(mutate::mutate(policy, &template, base, &ns, op))
+    Ok(mutate::mutate(
+        policy,
+        &template,
+        base,
+        &ns,
+        op,
+        mutate::Extras::default(),
+    ))
 }
 
 fn object_namespace(object: &Value, hint: Option<&str>) -> String {
@@ -231,6 +241,7 @@ pub fn evaluate(policy: &Policy, item: &Item) -> ObjectResult {
             result.patch = Some(m.patch);
             result.decisions = m.decisions;
             result.pull_secrets = Some(m.pull_secrets);
+            result.managed_secrets = Some(m.managed_secrets);
             result.annotations = Some(m.annotations);
             result.warnings = Some(m.warnings);
         }

@@ -11,6 +11,7 @@ pub mod mutate;
 pub mod policy;
 pub mod reference;
 pub mod rewrite;
+pub mod secrets;
 pub mod server;
 pub mod source;
 pub mod yaml;

@@ -184,6 +184,37 @@ pub struct FieldDecision {
     pub decision: Decision,
 }
 
+/// A pull secret the webhook keeps for a registry the policy has credentials for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManagedSecret {
+    pub name: String,
+    pub registry: String,
+}
+
+fn no_secrets(_: &str, _: &str) -> Vec<String> {
+    Vec::new()
+}
+
+/// What a mutation may use beyond the policy and the Pod.
+#[derive(Clone, Copy)]
+pub struct Extras<'a> {
+    /// Attach managed pull secrets for registries with credentials (the caller makes them exist).
+    pub managed_secrets: bool,
+    /// Names of `kubernetes.io/dockerconfigjson` Secrets in the Pod's namespace whose `auths`
+    /// cover a registry (`pullSecrets.fromNamespace`).
+    /// Called with the namespace and the registry.
+    pub namespace_secrets: &'a (dyn Fn(&str, &str) -> Vec<String> + Sync),
+}
+
+impl Default for Extras<'_> {
+    fn default() -> Self {
+        Extras {
+            managed_secrets: true,
+            namespace_secrets: &no_secrets,
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Mutation {
@@ -191,6 +222,8 @@ pub struct Mutation {
     pub decisions: Vec<FieldDecision>,
     /// Secrets this mutation adds to `spec.imagePullSecrets`.
     pub pull_secrets: Vec<String>,
+    /// Of those, the ones the webhook creates or updates before the Pod is admitted.
+    pub managed_secrets: Vec<ManagedSecret>,
     /// Annotations this mutation sets, with their new values.
     pub annotations: BTreeMap<String, String>,
     pub warnings: Vec<String>,
@@ -294,6 +327,7 @@ pub fn mutate(
     base: &[&str],
     namespace: &str,
     op: &Operation,
+    extras: Extras<'_>,
 ) -> Mutation {
     let mut m = Mutation::default();
     let meta = template.metadata.as_ref();
@@ -367,14 +401,13 @@ pub fn mutate(
         });
     }
 
+    let wanted_secrets = secrets_for(policy, namespace, &registries, extras);
     if *op != Operation::Create {
         // Pod updates may change image fields only (ValidatePodUpdate).
-        let missing: Vec<&str> = registries
+        for (s, _) in wanted_secrets
             .iter()
-            .filter_map(|r| policy.config_for(r)?.pull_secret.as_deref())
-            .filter(|s| !has_secret(&template.spec, s))
-            .collect();
-        for s in missing {
+            .filter(|(s, _)| !has_secret(&template.spec, s))
+        {
             m.warnings.push(clip(format!(
                 "pull secret {s} is needed but cannot be added to a running pod"
             )));
@@ -404,15 +437,47 @@ pub fn mutate(
     add_annotations(&mut m, base, meta, wanted);
 
     let mut secrets: Vec<String> = Vec::new();
-    for reg in &registries {
-        if let Some(name) = policy.config_for(reg).and_then(|c| c.pull_secret.as_ref()) {
-            if !has_secret(&template.spec, name) && !secrets.contains(name) {
-                secrets.push(name.clone());
-            }
+    for (name, managed) in wanted_secrets {
+        if has_secret(&template.spec, &name) || secrets.contains(&name) {
+            continue;
         }
+        if let Some(registry) = managed {
+            m.managed_secrets.push(ManagedSecret {
+                name: name.clone(),
+                registry,
+            });
+        }
+        secrets.push(name);
     }
     add_pull_secrets(&mut m, base, &template.spec, secrets);
     m
+}
+
+/// The pull secrets the Pod's registries need, each with the registry when it is a managed one.
+fn secrets_for(
+    policy: &Policy,
+    namespace: &str,
+    registries: &[String],
+    extras: Extras<'_>,
+) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    for reg in registries {
+        if let Some(config) = policy.config_for(reg) {
+            if let Some(name) = &config.pull_secret {
+                out.push((name.clone(), None));
+            } else if extras.managed_secrets && config.wants_managed_secret() {
+                out.push((crate::secrets::managed_name(reg), Some(reg.clone())));
+            }
+        }
+        if policy.pull_secrets_from_namespace {
+            out.extend(
+                (extras.namespace_secrets)(namespace, reg)
+                    .into_iter()
+                    .map(|n| (n, None)),
+            );
+        }
+    }
+    out
 }
 
 fn has_secret(spec: &PodSpec, name: &str) -> bool {

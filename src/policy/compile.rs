@@ -167,6 +167,32 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
                 "cert_file and key_file go together",
             );
         }
+        if let Some(name) = &c.credentials_secret {
+            if is_dns_subdomain(&name.value) {
+                config.credentials_secret = Some(name.value.clone());
+            } else {
+                r.error(
+                    name.pos,
+                    &format!("{path}.credentialsSecret"),
+                    format!(
+                        "`{}` is not a valid Secret name (lower-case letters, digits, `-` and `.`)",
+                        name.value
+                    ),
+                );
+            }
+        }
+        if let (Some(p), true) = (
+            &c.pull_secret,
+            c.auth.is_some() || c.credentials_secret.is_some(),
+        ) {
+            r.push(
+                Severity::Warning,
+                p.pos,
+                &format!("{path}.pullSecret"),
+                "both pullSecret and credentials are set; pullSecret is attached and no managed Secret is made",
+                None,
+            );
+        }
         if let Some(name) = &c.pull_secret {
             if is_dns_subdomain(&name.value) {
                 config.pull_secret = Some(name.value.clone());
@@ -457,7 +483,7 @@ fn plain_text_warning(r: &mut Reader, pos: Pos, path: &str) {
         pos,
         path,
         "plain-text credential in the policy",
-        Some("keep credentials in a Secret and name it with configs.<host>.pullSecret".into()),
+        Some("keep credentials in a Secret in the webhook's namespace and name it with configs.<host>.credentialsSecret".into()),
     );
 }
 
@@ -654,6 +680,9 @@ fn merge_config(into: &mut RegistryConfig, from: RegistryConfig) {
     }
     if from.pull_secret.is_some() {
         into.pull_secret = from.pull_secret;
+    }
+    if from.credentials_secret.is_some() {
+        into.credentials_secret = from.credentials_secret;
     }
     if from.tls != Tls::default() {
         into.tls = from.tls;

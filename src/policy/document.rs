@@ -56,6 +56,7 @@ pub struct ConfigDoc {
     pub auth: Option<AuthDoc>,
     pub tls: TlsDoc,
     pub pull_secret: Option<Spanned<String>>,
+    pub credentials_secret: Option<Spanned<String>>,
 }
 
 #[derive(Debug)]
@@ -424,6 +425,7 @@ fn read_configs(r: &mut Reader, node: &Node) -> Vec<ConfigDoc> {
             auth: None,
             tls: TlsDoc::default(),
             pull_secret: None,
+            credentials_secret: None,
         };
         for (k, v) in r.map(value, &path) {
             let field = k.as_str().unwrap_or_default();
@@ -468,7 +470,12 @@ fn read_configs(r: &mut Reader, node: &Node) -> Vec<ConfigDoc> {
                     }
                 }
                 "pullSecret" => config.pull_secret = r.string(v, &at),
-                _ => r.unknown(k, &path, &["auth", "tls", "pullSecret"]),
+                "credentialsSecret" => config.credentials_secret = r.string(v, &at),
+                _ => r.unknown(
+                    k,
+                    &path,
+                    &["auth", "tls", "pullSecret", "credentialsSecret"],
+                ),
             }
         }
         out.push(config);

@@ -112,6 +112,20 @@ pub struct RegistryConfig {
     pub pull_secret: Option<String>,
     /// A Docker `config.json` on the webhook's file system (Anthos `pullCredentialConfigPath`).
     pub credential_file: Option<String>,
+    /// A Secret in the webhook's own namespace that holds the credentials (basic-auth or
+    /// dockerconfigjson): the recommended form, which keeps passwords out of the policy.
+    pub credentials_secret: Option<String>,
+}
+
+impl RegistryConfig {
+    /// Whether the webhook makes a managed pull secret for this registry: it has credentials and
+    /// the user names no Secret of their own for it.
+    pub fn wants_managed_secret(&self) -> bool {
+        self.pull_secret.is_none()
+            && (self.credentials.is_some()
+                || self.credential_file.is_some()
+                || self.credentials_secret.is_some())
+    }
 }
 
 /// One rewrite rule of a mirror: a regex over the repository path and its replacement.

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabel, Counter>,
     pub tls_reloads: Family<ResultLabel, Counter>,
     pub policy_watch_errors: Counter,
+    pub pull_secret_errors: Counter,
     pub dry_runs: Counter,
 }
 
@@ -72,6 +73,12 @@ impl Default for Metrics {
             "Errors of the policy ConfigMap watch (each is retried with backoff)",
             policy_watch_errors.clone(),
         );
+        let pull_secret_errors = Counter::default();
+        registry.register(
+            "pull_secret_errors",
+            "Managed pull secrets that could not be created or updated (the Pod is admitted with a warning)",
+            pull_secret_errors.clone(),
+        );
         let dry_runs = Counter::default();
         registry.register("dry_runs", "Dry-run requests answered", dry_runs.clone());
         Metrics {
@@ -82,6 +89,7 @@ impl Default for Metrics {
             policy_reloads,
             tls_reloads,
             policy_watch_errors,
+            pull_secret_errors,
             dry_runs,
         }
     }

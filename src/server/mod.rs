@@ -91,6 +91,13 @@ pub struct ServeArgs {
     /// The MutatingWebhookConfiguration whose CA bundle the self-managed CA is written into.
     #[arg(long, value_name = "NAME", requires = "cert_secret")]
     pub webhook_configuration: Option<String>,
+    /// Make and keep pull secrets for registries the policy has credentials for, and attach existing
+    /// dockerconfigjson Secrets (pullSecrets.fromNamespace). Needs RBAC for Secrets.
+    #[arg(long)]
+    pub pull_secrets: bool,
+    /// How often managed pull secrets are brought up to date with their credential sources.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub pull_secret_resync: Duration,
     /// Plain-HTTP listener for /healthz, /readyz and /metrics.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
@@ -120,6 +127,9 @@ pub struct ServeArgs {
 /// What every handler shares.
 pub struct State {
     pub policy: ArcSwapOption<Policy>,
+    /// Set when --pull-secrets is on.
+    pub pull_secrets: Option<Arc<crate::secrets::PullSecrets>>,
+    pub namespace_secrets: Option<crate::secrets::NamespaceSecrets>,
     pub metrics: Metrics,
     pub fail_closed: bool,
     pub max_body: usize,
@@ -130,6 +140,8 @@ impl State {
     pub fn new(fail_closed: bool, max_body: usize) -> Self {
         State {
             policy: ArcSwapOption::empty(),
+            pull_secrets: None,
+            namespace_secrets: None,
             metrics: Metrics::default(),
             fail_closed,
             max_body,
@@ -198,7 +210,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let state = Arc::new(State::new(args.fail_closed, args.max_body_bytes));
+    let mut state = State::new(args.fail_closed, args.max_body_bytes);
+    let client =
+        if args.policy_configmap.is_some() || args.cert_secret.is_some() || args.pull_secrets {
+            Some(kube::Client::try_default().await.context(
+                "cannot reach the Kubernetes API (in-cluster configuration or KUBECONFIG)",
+            )?)
+        } else {
+            None
+        };
+    let mut tasks = tokio::task::JoinSet::new();
+    if let (true, Some(client)) = (args.pull_secrets, client.clone()) {
+        state.pull_secrets = Some(Arc::new(crate::secrets::PullSecrets::new(client.clone())));
+        let (store, watch) = crate::secrets::watch_namespace_secrets(client);
+        state.namespace_secrets = Some(store);
+        tasks.spawn(watch);
+    }
+    let state = Arc::new(state);
 
     let mut tasks = tokio::task::JoinSet::new();
     let mut policy_text = None;
@@ -311,6 +339,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }));
     }
 
+    if let Some(pull_secrets) = state.pull_secrets.clone() {
+        tasks.spawn(resync_pull_secrets(
+            pull_secrets,
+            state.clone(),
+            args.pull_secret_resync,
+        ));
+    }
     if let Some((client, settings, material)) = self_managed {
         tasks.spawn(keep_certificate(
             client,
@@ -358,6 +393,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tasks.abort_all();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Brings managed pull secrets up to date with their sources, so a rotation needs no Pod change.
+async fn resync_pull_secrets(
+    pull_secrets: Arc<crate::secrets::PullSecrets>,
+    state: Arc<State>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(policy) = state.policy.load_full() else {
+            continue;
+        };
+        match pull_secrets.resync(&policy).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(updated = n, "managed pull secrets brought up to date"),
+            Err(e) => {
+                state.metrics.pull_secret_errors.inc();
+                tracing::warn!(error = %e, "cannot resync managed pull secrets");
+            }
+        }
+    }
 }
 
 /// Keeps a self-managed certificate current: picks up renewals by other replicas, renews it when

@@ -14,6 +14,7 @@ use serde_json::json;
 use super::State;
 use crate::admission::{self, Outcome};
 use crate::dryrun;
+use crate::mutate::Extras;
 use crate::server::metrics::{OutcomeLabel, RuleLabel};
 
 /// The webhook listener: admission, dry-run and the probes.
@@ -81,7 +82,18 @@ async fn mutate(Extract(state): Extract<Arc<State>>, headers: HeaderMap, body: B
     }
     let started = Instant::now();
     let policy = state.policy.load_full();
-    let answer = admission::review(policy.as_deref(), &body, state.fail_closed);
+    let lookup = |ns: &str, host: &str| match &state.namespace_secrets {
+        Some(store) => crate::secrets::covering(store, ns, host),
+        None => Vec::new(),
+    };
+    let extras = Extras {
+        managed_secrets: state.pull_secrets.is_some(),
+        namespace_secrets: &lookup,
+    };
+    let mut answer = admission::review(policy.as_deref(), &body, state.fail_closed, extras);
+    if let (Some(ps), Some(policy), false) = (&state.pull_secrets, &policy, answer.dry_run) {
+        materialise(&state, ps, policy, &mut answer).await;
+    }
     let m = &state.metrics;
     m.reviews
         .get_or_create(&OutcomeLabel {
@@ -99,6 +111,45 @@ async fn mutate(Extract(state): Extract<Arc<State>>, headers: HeaderMap, body: B
     m.review_seconds.observe(started.elapsed().as_secs_f64());
     log(&answer);
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Creates or updates the managed pull secrets a Pod will name, before it is admitted. A failure
+/// admits the Pod with a warning (the resync makes the Secret later), or denies it with --fail-closed.
+async fn materialise(
+    state: &State,
+    ps: &crate::secrets::PullSecrets,
+    policy: &crate::policy::Policy,
+    answer: &mut admission::Answer,
+) {
+    let ns = answer.namespace.clone();
+    let results = futures::future::join_all(
+        answer
+            .mutation
+            .managed_secrets
+            .iter()
+            .map(|m| ps.ensure(policy, &ns, &m.registry)),
+    )
+    .await;
+    for (m, result) in answer.mutation.managed_secrets.iter().zip(results) {
+        let Err(e) = result else { continue };
+        state.metrics.pull_secret_errors.inc();
+        tracing::warn!(uid = %answer.uid, namespace = %ns, secret = %m.name, error = %e, "cannot make pull secret");
+        let response = &mut answer.response["response"];
+        if state.fail_closed {
+            *response = serde_json::json!({"uid": answer.uid, "allowed": false,
+                "status": {"code": 500, "message": format!("cannot make pull secret {}: {e}", m.name)}});
+            answer.outcome = Outcome::Failed(format!("pull secret {}", m.name));
+            return;
+        }
+        let warning = format!(
+            "pull secret {} could not be made yet; it will be retried",
+            m.name
+        );
+        match response.get_mut("warnings").and_then(|w| w.as_array_mut()) {
+            Some(list) => list.push(warning.into()),
+            None => response["warnings"] = serde_json::json!([warning]),
+        }
+    }
 }
 
 /// One structured line per review.

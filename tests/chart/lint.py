@@ -25,6 +25,7 @@ CASES = {
         '    name: ""\n    # -- Base64 PEM': "    name: my-tls\n    # -- Base64 PEM",
         '    caBundle: ""': "    caBundle: LS0tLS1CRUdJTg==",
     },
+    "managed pull secrets": {"  enabled: false\n  # -- How often": "  enabled: true\n  # -- How often"},
     "failClosed, Fail, existing ConfigMap": {
         "  failClosed: false": "  failClosed: true",
         "  failurePolicy: Ignore": "  failurePolicy: Fail",

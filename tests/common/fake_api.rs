@@ -28,6 +28,7 @@ struct Inner {
     lists: usize,
     secrets: BTreeMap<(String, String), Value>,
     secret_writes: usize,
+    fail_secret_writes: bool,
     webhook_configs: BTreeMap<String, Value>,
 }
 
@@ -70,6 +71,7 @@ impl FakeApi {
                 axum::routing::patch(patch_event),
             )
             .route("/api/v1/namespaces/{ns}/secrets", post(create_secret))
+            .route("/api/v1/secrets", get(all_secrets))
             .route(
                 "/api/v1/namespaces/{ns}/secrets/{name}",
                 get(get_secret).put(replace_secret),
@@ -201,6 +203,11 @@ impl FakeApi {
         inner
             .secrets
             .insert((ns.to_owned(), name.to_owned()), secret);
+    }
+
+    /// Makes every Secret create and update fail with 500, as an unhealthy API server does.
+    pub fn fail_secret_writes(&self, fail: bool) {
+        self.shared.inner.lock().unwrap().fail_secret_writes = fail;
     }
 
     pub fn secret_writes(&self) -> usize {
@@ -375,6 +382,9 @@ async fn create_secret(
     Json(mut secret): Json<Value>,
 ) -> Response {
     let mut inner = s.inner.lock().unwrap();
+    if inner.fail_secret_writes {
+        return status(500, "InternalError", "etcdserver: request timed out");
+    }
     let name = secret["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
@@ -400,6 +410,9 @@ async fn replace_secret(
     Json(mut secret): Json<Value>,
 ) -> Response {
     let mut inner = s.inner.lock().unwrap();
+    if inner.fail_secret_writes {
+        return status(500, "InternalError", "etcdserver: request timed out");
+    }
     let key = (ns, name.clone());
     let Some(current) = inner.secrets.get(&key) else {
         return status(404, "NotFound", &format!("secrets \"{name}\" not found"));
@@ -441,4 +454,42 @@ async fn patch_webhook_config(
         Ok(()) => Json(config.clone()).into_response(),
         Err(e) => status(422, "Invalid", &e.to_string()),
     }
+}
+
+/// Secrets of every namespace: a list filtered by `type=` field and `k=v` label selectors, or a
+/// watch that sends nothing and stays open until watches are cut.
+async fn all_secrets(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        let mut cuts = s.cuts.subscribe();
+        let stream = async_stream(move |tx| async move {
+            let _ = cuts.recv().await;
+            drop(tx);
+        });
+        return Body::from_stream(stream).into_response();
+    }
+    let inner = s.inner.lock().unwrap();
+    let field = q
+        .get("fieldSelector")
+        .and_then(|f| f.strip_prefix("type="))
+        .map(str::to_owned);
+    let label = q
+        .get("labelSelector")
+        .and_then(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let items: Vec<Value> = inner
+        .secrets
+        .values()
+        .filter(|sec| field.as_ref().is_none_or(|t| sec["type"] == t.as_str()))
+        .filter(|sec| {
+            label
+                .as_ref()
+                .is_none_or(|(k, v)| sec["metadata"]["labels"][k] == v.as_str())
+        })
+        .cloned()
+        .collect();
+    Json(json!({"apiVersion": "v1", "kind": "SecretList", "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}))
+        .into_response()
 }
