@@ -280,3 +280,25 @@ fn fail(mut answer: Answer, api_version: Option<&str>, why: String, fail_closed:
     answer.outcome = Outcome::Failed(why);
     answer
 }
+
+#[derive(Deserialize)]
+struct ImagesReview<'a> {
+    #[serde(borrow, default)]
+    request: Option<ImagesRequest<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ImagesRequest<'a> {
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+}
+
+/// The images of the Pod in a review, for `verify` to check before deciding; empty if unreadable.
+pub fn pod_images(body: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<ImagesReview<'_>>(body)
+        .ok()
+        .and_then(|r| r.request?.object)
+        .and_then(|o| serde_json::from_str::<PodTemplate>(o.get()).ok())
+        .map(|p| p.spec.images())
+        .unwrap_or_default()
+}

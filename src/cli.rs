@@ -118,9 +118,16 @@ fn dry_run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
                 dryrun::read_objects(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
             items.append(&mut read);
         }
-        dryrun::evaluate_all(&loaded.policy, &items)
+        let verdicts = verify(&loaded.policy, &dryrun::images(&items))?;
+        dryrun::evaluate_all_with(&loaded.policy, &items, verdicts.as_ref())
     } else {
-        dryrun::explain(&loaded.policy, &args.image, args.namespace.as_deref())
+        let verdicts = verify(&loaded.policy, &args.image)?;
+        dryrun::explain_with(
+            &loaded.policy,
+            &args.image,
+            args.namespace.as_deref(),
+            verdicts.as_ref(),
+        )
     };
     print_report(&report, args.output)?;
     let failed = report
@@ -132,6 +139,19 @@ fn dry_run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// With `verify` on, the mirrors are asked, as admission would.
+fn verify(policy: &Policy, images: &[String]) -> anyhow::Result<Option<dryrun::Verdicts>> {
+    if !policy.verify.enabled {
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let checker =
+        crate::registry::Checker::new(std::sync::Arc::new(|_: &str, _: std::time::Duration| {}));
+    Ok(Some(runtime.block_on(checker.verify(policy, images))))
 }
 
 fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {

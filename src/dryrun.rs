@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::mutate::{self, FieldDecision, Mutation, Operation, PodTemplate};
 use crate::policy::Policy;
-use crate::rewrite::decide;
+use crate::rewrite::decide_with;
 use crate::yaml;
 
 /// Objects larger than this many documents are refused rather than processed for minutes.
@@ -163,6 +163,9 @@ pub fn ephemeral_names(old: Option<&Value>) -> HashSet<String> {
         .unwrap_or_default()
 }
 
+/// What `verify` found, by image.
+pub type Verdicts = std::collections::HashMap<String, crate::registry::Verdict>;
+
 /// The decisions and patch for one object of any kind that holds a pod template.
 pub fn plan(
     policy: &Policy,
@@ -170,6 +173,10 @@ pub fn plan(
     namespace: Option<&str>,
     op: &Operation,
 ) -> Result<Mutation, String> {
+    plan_with(policy, object, namespace, op, None)
+}
+
+fn template_of(object: &Value) -> Result<(&'static [&'static str], PodTemplate), String> {
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("Pod");
     let base = mutate::template_path(kind)
         .ok_or_else(|| format!("kind {kind} holds no pod template; nothing to do"))?;
@@ -183,15 +190,38 @@ pub fn plan(
         .ok_or_else(|| format!("{kind} has no {at}"))?;
     let template = PodTemplate::deserialize_from(template_value)
         .map_err(|e| format!("unreadable pod template: {e}"))?;
+    Ok((base, template))
+}
+
+/// Every image the objects name, for `verify` to check.
+pub fn images(items: &[Item]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        if let Ok((_, t)) = template_of(&item.object) {
+            for image in t.spec.images() {
+                if !out.contains(&image) {
+                    out.push(image);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn plan_with(
+    policy: &Policy,
+    object: &Value,
+    namespace: Option<&str>,
+    op: &Operation,
+    verdicts: Option<&Verdicts>,
+) -> Result<Mutation, String> {
+    let (base, template) = template_of(object)?;
     let ns = object_namespace(object, namespace);
-    Ok(mutate::mutate(
-        policy,
-        &template,
-        base,
-        &ns,
-        op,
-        mutate::Extras::default(),
-    ))
+    let extras = mutate::Extras {
+        verdicts,
+        ..mutate::Extras::default()
+    };
+    Ok(mutate::mutate(policy, &template, base, &ns, op, extras))
 }
 
 fn object_namespace(object: &Value, hint: Option<&str>) -> String {
@@ -211,6 +241,10 @@ impl PodTemplate {
 }
 
 pub fn evaluate(policy: &Policy, item: &Item) -> ObjectResult {
+    evaluate_with(policy, item, None)
+}
+
+fn evaluate_with(policy: &Policy, item: &Item, verdicts: Option<&Verdicts>) -> ObjectResult {
     let object = &item.object;
     let meta = |k: &str| {
         object
@@ -231,7 +265,13 @@ pub fn evaluate(policy: &Policy, item: &Item) -> ObjectResult {
         result.error = Some("not a Kubernetes object".into());
         return result;
     }
-    match plan(policy, object, item.namespace.as_deref(), &item.operation) {
+    match plan_with(
+        policy,
+        object,
+        item.namespace.as_deref(),
+        &item.operation,
+        verdicts,
+    ) {
         Ok(m) => {
             let mut after = object.clone();
             if let Err(e) = json_patch::patch(&mut after, &m.patch) {
@@ -251,17 +291,33 @@ pub fn evaluate(policy: &Policy, item: &Item) -> ObjectResult {
 }
 
 pub fn evaluate_all(policy: &Policy, items: &[Item]) -> Report {
+    evaluate_all_with(policy, items, None)
+}
+
+pub fn evaluate_all_with(policy: &Policy, items: &[Item], verdicts: Option<&Verdicts>) -> Report {
     Report {
-        results: items.iter().map(|i| evaluate(policy, i)).collect(),
+        results: items
+            .iter()
+            .map(|i| evaluate_with(policy, i, verdicts))
+            .collect(),
     }
 }
 
 /// Explains single references; a namespace that the policy excludes is honoured.
 pub fn explain(policy: &Policy, images: &[String], namespace: Option<&str>) -> Report {
+    explain_with(policy, images, namespace, None)
+}
+
+pub fn explain_with(
+    policy: &Policy,
+    images: &[String],
+    namespace: Option<&str>,
+    verdicts: Option<&Verdicts>,
+) -> Report {
     let decisions = images
         .iter()
         .map(|image| {
-            let mut decision = decide(policy, image);
+            let mut decision = decide_with(policy, image, verdicts.and_then(|v| v.get(image)));
             if let Some(ns) = namespace.filter(|ns| policy.excludes_namespace(ns)) {
                 decision.result = Some(image.clone()).filter(|_| decision.error.is_none());
                 decision.rule = None;

@@ -10,6 +10,7 @@ pub mod dryrun;
 pub mod mutate;
 pub mod policy;
 pub mod reference;
+pub mod registry;
 pub mod rewrite;
 pub mod secrets;
 pub mod server;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::policy::{KciMode, Policy};
-use crate::rewrite::{decide, Decision};
+use crate::rewrite::{decide_with, Decision};
 
 pub const SKIP_LABEL: &str = "image-mirror-webhook.io/skip";
 pub const ORIGINAL_IMAGES: &str = "image-mirror-webhook.io/original-images";
@@ -37,6 +37,28 @@ pub struct PodTemplate {
     pub metadata: Option<Metadata>,
     #[serde(default, deserialize_with = "nullable")]
     pub spec: PodSpec,
+}
+
+impl PodSpec {
+    /// Every image the spec names, each once.
+    pub fn images(&self) -> Vec<String> {
+        let containers = self
+            .containers
+            .iter()
+            .chain(&self.init_containers)
+            .chain(&self.ephemeral_containers);
+        let volumes = self
+            .volumes
+            .iter()
+            .filter_map(|v| v.image.as_ref()?.reference.as_ref());
+        let mut out: Vec<String> = Vec::new();
+        for image in containers.filter_map(|c| c.image.as_ref()).chain(volumes) {
+            if !image.is_empty() && !out.contains(image) {
+                out.push(image.clone());
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +226,8 @@ pub struct Extras<'a> {
     /// cover a registry (`pullSecrets.fromNamespace`).
     /// Called with the namespace and the registry.
     pub namespace_secrets: &'a (dyn Fn(&str, &str) -> Vec<String> + Sync),
+    /// What `verify` found for each image, when it is on.
+    pub verdicts: Option<&'a std::collections::HashMap<String, crate::registry::Verdict>>,
 }
 
 impl Default for Extras<'_> {
@@ -211,6 +235,7 @@ impl Default for Extras<'_> {
         Extras {
             managed_secrets: true,
             namespace_secrets: &no_secrets,
+            verdicts: None,
         }
     }
 }
@@ -356,6 +381,7 @@ pub fn mutate(
                     rule: None,
                     reason: reason.clone(),
                     error: None,
+                    tried: Vec::new(),
                     registry: None,
                 },
             })
@@ -366,7 +392,14 @@ pub fn mutate(
     let mut registries: Vec<String> = Vec::new();
     let mut originals: BTreeMap<String, String> = BTreeMap::new();
     for f in &fields {
-        let decision = decide(policy, f.image);
+        let verdict = extras.verdicts.and_then(|v| v.get(f.image));
+        let decision = decide_with(policy, f.image, verdict);
+        if verdict.is_some_and(|v| v.chosen.is_none() && !v.tried.is_empty()) {
+            m.warnings.push(clip(format!(
+                "image {}: no mirror has it; pulled from its own registry",
+                f.image
+            )));
+        }
         let path = pointer(base, &f.tokens());
         if let Some(reg) = &decision.registry {
             if !registries.contains(reg) {

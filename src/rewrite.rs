@@ -5,8 +5,9 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use crate::policy::{Mirror, Policy};
+use crate::policy::{Mirror, MirrorEndpoint, Policy};
 use crate::reference::Reference;
+use crate::registry::{scheme_of, Tried, Verdict};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
@@ -23,6 +24,9 @@ pub struct Decision {
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The endpoints `verify` checked, with what each answered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tried: Vec<Tried>,
     /// The registry the image is pulled from after the decision.
     #[serde(skip)]
     pub registry: Option<String>,
@@ -41,13 +45,27 @@ impl Decision {
             rule: None,
             reason,
             error: None,
+            tried: Vec::new(),
             registry: Some(reference.domain().to_owned()).filter(|d| !d.is_empty()),
         }
     }
 }
 
-/// Decides where one image is pulled from. `excluded` names a pod-level reason to leave it alone.
+/// Decides where one image is pulled from: the first endpoint of its mirror.
 pub fn decide(policy: &Policy, image: &str) -> Decision {
+    decide_with(policy, image, None)
+}
+
+/// Decides with what `verify` found: the endpoint that has the image, or the original when none has.
+pub fn decide_with(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Decision {
+    let mut d = decide_inner(policy, image, verdict);
+    if let Some(v) = verdict {
+        d.tried = v.tried.clone();
+    }
+    d
+}
+
+fn decide_inner(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Decision {
     let reference = match Reference::parse(image) {
         Ok(r) => r,
         Err(e) => {
@@ -58,6 +76,7 @@ pub fn decide(policy: &Policy, image: &str) -> Decision {
                 rule: None,
                 reason: "invalid image reference; left as it is".into(),
                 error: Some(e.to_string()),
+                tried: Vec::new(),
                 registry: None,
             }
         }
@@ -93,11 +112,19 @@ pub fn decide(policy: &Policy, image: &str) -> Decision {
         );
     }
     if let Some(mirror) = policy.mirror_for(domain) {
-        return through_mirror(mirror, image, &reference);
+        return through_mirror(mirror, image, &reference, verdict, policy.verify.pin_digest);
     }
     if let Some(default) = &policy.default_registry {
         if !reference.domain_written() {
-            let candidate = format!("{}/{}", default.prefix, image);
+            if verdict.is_some_and(|v| v.chosen.is_none()) {
+                return failover(image, &reference);
+            }
+            let candidate = pinned(
+                format!("{}/{}", default.prefix, image),
+                &reference,
+                verdict,
+                policy.verify.pin_digest,
+            );
             return finish(
                 image,
                 &reference,
@@ -114,9 +141,43 @@ pub fn decide(policy: &Policy, image: &str) -> Decision {
     Decision::unchanged(image, &reference, format!("no mirror for {domain}"))
 }
 
-fn through_mirror(mirror: &Mirror, image: &str, reference: &Reference) -> Decision {
+fn failover(image: &str, reference: &Reference) -> Decision {
+    Decision::unchanged(
+        image,
+        reference,
+        "verify: no endpoint has the image; the original reference stays".into(),
+    )
+}
+
+/// With `verify.pinDigest`, the digest the mirror answered is added to a reference without one.
+fn pinned(
+    candidate: String,
+    reference: &Reference,
+    verdict: Option<&Verdict>,
+    pin: bool,
+) -> String {
+    match verdict.and_then(|v| v.digest.as_deref()) {
+        Some(d) if pin && reference.digest().is_none() => format!("{candidate}@{d}"),
+        _ => candidate,
+    }
+}
+
+fn through_mirror(
+    mirror: &Mirror,
+    image: &str,
+    reference: &Reference,
+    verdict: Option<&Verdict>,
+    pin: bool,
+) -> Decision {
     let domain = reference.domain();
-    let Some(first) = mirror.endpoints.first() else {
+    let index = match verdict {
+        None => 0,
+        Some(Verdict {
+            chosen: Some(i), ..
+        }) => *i,
+        Some(_) => return failover(image, reference),
+    };
+    let Some(first) = mirror.endpoints.get(index) else {
         return Decision::unchanged(
             image,
             reference,
@@ -138,12 +199,17 @@ fn through_mirror(mirror: &Mirror, image: &str, reference: &Reference) -> Decisi
         );
     }
     let (path, rewrite) = rewrite_path(mirror, reference.path());
-    let candidate = format!(
-        "{}/{}{}{}",
-        endpoint.host,
-        endpoint.prefix,
-        path,
-        reference.suffix()
+    let candidate = pinned(
+        format!(
+            "{}/{}{}{}",
+            endpoint.host,
+            endpoint.prefix,
+            path,
+            reference.suffix()
+        ),
+        reference,
+        verdict,
+        pin,
     );
     let mut reason = if mirror.key == "*" {
         format!(
@@ -204,6 +270,7 @@ fn finish(
             rule: Some(rule.to_owned()),
             reason,
             error: None,
+            tried: Vec::new(),
             registry: Some(host.to_owned()),
         },
         Ok(_) => Decision::unchanged(
@@ -216,5 +283,70 @@ fn finish(
             reference,
             format!("{rule} would give `{candidate}`, which is invalid ({e}); left as it is"),
         ),
+    }
+}
+
+/// One endpoint `verify` may check for an image, in the order they are tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The registry host as references write it.
+    pub host: String,
+    /// The endpoint's API root, for the dry-run.
+    pub endpoint_url: String,
+    /// `HEAD` this to know whether the endpoint has the image.
+    pub manifest_url: String,
+}
+
+/// The endpoints an image would be rewritten to, in order, stopping at the image's own registry
+/// (which is the failover anyway). Empty when the image is not rewritten at all.
+pub fn candidates(policy: &Policy, image: &str) -> Vec<Candidate> {
+    let Ok(reference) = Reference::parse(image) else {
+        return Vec::new();
+    };
+    let domain = reference.domain();
+    if domain.is_empty()
+        || policy.own_registries.contains(domain)
+        || policy.exclude_images.is_match(&reference.name())
+    {
+        return Vec::new();
+    }
+    let manifest = reference.digest().or(reference.tag()).unwrap_or("latest");
+    if let Some(mirror) = policy.mirror_for(domain) {
+        let (path, _) = rewrite_path(mirror, reference.path());
+        return mirror
+            .endpoints
+            .iter()
+            .take_while(|e| e.endpoint.host != domain)
+            .map(|MirrorEndpoint { endpoint, .. }| {
+                let root = endpoint.url.split("/v2").next().unwrap_or_default();
+                Candidate {
+                    host: endpoint.host.clone(),
+                    endpoint_url: endpoint.url.clone(),
+                    manifest_url: format!(
+                        "{root}/v2/{}{path}/manifests/{manifest}",
+                        endpoint.prefix
+                    ),
+                }
+            })
+            .collect();
+    }
+    match &policy.default_registry {
+        Some(default) if !reference.domain_written() => {
+            let Ok(target) = Reference::parse(&format!("{}/{}", default.prefix, image)) else {
+                return Vec::new();
+            };
+            let scheme = if policy.is_http(&default.host) {
+                scheme_of(crate::policy::Scheme::Http)
+            } else {
+                scheme_of(crate::policy::Scheme::Https)
+            };
+            let root = format!("{scheme}://{}", default.host);
+            vec![Candidate {
+                host: default.host.clone(),
+                endpoint_url: format!("{root}/v2"),
+                manifest_url: format!("{root}/v2/{}/manifests/{manifest}", target.path()),
+            }]
+        }
+        _ => Vec::new(),
     }
 }

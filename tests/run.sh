@@ -21,6 +21,10 @@ python3 -c 'import helm_sdkpy' 2>/dev/null ||
   python3 -m pip install -q --ignore-requires-python helm-sdkpy </dev/null
 # openssl runs certs/make-dev-certs.sh in tests/server.rs.
 need openssl || apt_install openssl
+# Real registries for tests/registry.rs: docker-registry, skopeo to push, htpasswd for its users.
+need docker-registry || apt_install docker-registry
+need skopeo || apt_install skopeo
+need htpasswd || apt_install apache2-utils
 
 python3 tests/chart/lint.py
 cargo fmt --all -- --check

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub tls_reloads: Family<ResultLabel, Counter>,
     pub policy_watch_errors: Counter,
     pub pull_secret_errors: Counter,
+    pub verify_checks: Family<ResultLabel, Counter>,
+    pub verify_seconds: Histogram,
     pub dry_runs: Counter,
 }
 
@@ -79,6 +81,18 @@ impl Default for Metrics {
             "Managed pull secrets that could not be created or updated (the Pod is admitted with a warning)",
             pull_secret_errors.clone(),
         );
+        let verify_checks = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "verify_checks",
+            "Manifest checks against mirror endpoints, by result (present, absent, timeout, error); cached answers are not counted",
+            verify_checks.clone(),
+        );
+        let verify_seconds = Histogram::new(exponential_buckets(0.000_5, 2.0, 14));
+        registry.register(
+            "verify_check_duration_seconds",
+            "Time of one manifest check against a mirror endpoint",
+            verify_seconds.clone(),
+        );
         let dry_runs = Counter::default();
         registry.register("dry_runs", "Dry-run requests answered", dry_runs.clone());
         Metrics {
@@ -90,6 +104,8 @@ impl Default for Metrics {
             tls_reloads,
             policy_watch_errors,
             pull_secret_errors,
+            verify_checks,
+            verify_seconds,
             dry_runs,
         }
     }

@@ -130,7 +130,8 @@ pub struct State {
     /// Set when --pull-secrets is on.
     pub pull_secrets: Option<Arc<crate::secrets::PullSecrets>>,
     pub namespace_secrets: Option<crate::secrets::NamespaceSecrets>,
-    pub metrics: Metrics,
+    pub checker: crate::registry::Checker,
+    pub metrics: Arc<Metrics>,
     pub fail_closed: bool,
     pub max_body: usize,
     shutting_down: AtomicBool,
@@ -138,11 +139,23 @@ pub struct State {
 
 impl State {
     pub fn new(fail_closed: bool, max_body: usize) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let observed = metrics.clone();
+        let observe: crate::registry::Observer = Arc::new(move |result: &str, took: Duration| {
+            observed
+                .verify_checks
+                .get_or_create(&metrics::ResultLabel {
+                    result: result.into(),
+                })
+                .inc();
+            observed.verify_seconds.observe(took.as_secs_f64());
+        });
         State {
             policy: ArcSwapOption::empty(),
             pull_secrets: None,
             namespace_secrets: None,
-            metrics: Metrics::default(),
+            checker: crate::registry::Checker::new(observe),
+            metrics,
             fail_closed,
             max_body,
             shutting_down: AtomicBool::new(false),
@@ -171,6 +184,8 @@ impl State {
                     .filter(|d| d.severity == Severity::Warning)
                     .count();
                 self.policy.store(Some(Arc::new(loaded.policy)));
+                // TLS settings for registries may have changed.
+                self.checker.reset_clients();
                 Metrics::reload(&self.metrics.policy_reloads, true);
                 tracing::info!(origin, warnings, "policy loaded");
                 Ok(warnings)

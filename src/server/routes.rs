@@ -86,9 +86,16 @@ async fn mutate(Extract(state): Extract<Arc<State>>, headers: HeaderMap, body: B
         Some(store) => crate::secrets::covering(store, ns, host),
         None => Vec::new(),
     };
+    let verdicts = match &policy {
+        Some(p) if p.verify.enabled => {
+            Some(state.checker.verify(p, &admission::pod_images(&body)).await)
+        }
+        _ => None,
+    };
     let extras = Extras {
         managed_secrets: state.pull_secrets.is_some(),
         namespace_secrets: &lookup,
+        verdicts: verdicts.as_ref(),
     };
     let mut answer = admission::review(policy.as_deref(), &body, state.fail_closed, extras);
     if let (Some(ps), Some(policy), false) = (&state.pull_secrets, &policy, answer.dry_run) {
@@ -212,7 +219,18 @@ async fn dry_run_objects(
     };
     state.metrics.dry_runs.inc();
     match dryrun::read_objects(text) {
-        Ok(items) => Json(dryrun::evaluate_all(&policy, &items)).into_response(),
+        Ok(items) => {
+            let verdicts = match policy.verify.enabled {
+                true => Some(state.checker.verify(&policy, &dryrun::images(&items)).await),
+                false => None,
+            };
+            Json(dryrun::evaluate_all_with(
+                &policy,
+                &items,
+                verdicts.as_ref(),
+            ))
+            .into_response()
+        }
         Err(e) => bad_request(e.to_string()),
     }
 }
@@ -242,5 +260,15 @@ async fn dry_run_image(Extract(state): Extract<Arc<State>>, RawQuery(query): Raw
         return bad_request("name an image: /dry-run?image=nginx:1.25".into());
     }
     state.metrics.dry_runs.inc();
-    Json(dryrun::explain(&policy, &images, namespace.as_deref())).into_response()
+    let verdicts = match policy.verify.enabled {
+        true => Some(state.checker.verify(&policy, &images).await),
+        false => None,
+    };
+    Json(dryrun::explain_with(
+        &policy,
+        &images,
+        namespace.as_deref(),
+        verdicts.as_ref(),
+    ))
+    .into_response()
 }

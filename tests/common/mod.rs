@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod fake_api;
+pub mod fake_registry;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

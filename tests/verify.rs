@@ -1,0 +1,237 @@
+//! `verify` against fake registries on loopback: endpoint order, failover, authentication (Basic
+//! and Bearer), 500s, a registry that is down or never answers, caches, one request for a burst,
+//! pinned digests, and what the dry-run says about each endpoint tried.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::fake_registry::{FakeRegistry, DIGEST};
+use image_mirror_webhook::dryrun;
+use image_mirror_webhook::policy::Policy;
+use image_mirror_webhook::registry::{Answer, Checker};
+
+fn checker() -> Checker {
+    Checker::new(Arc::new(|_: &str, _: Duration| {}))
+}
+
+fn policy(endpoints: &[String], extra: &str) -> Policy {
+    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    let text = format!(
+        "mirrors:\n  docker.io:\n    endpoint: [{}]\nverify:\n  enabled: true\n  timeout: 500ms\n  cacheTTL: 30s\n  negativeCacheTTL: 10s\n{extra}",
+        list.join(", ")
+    );
+    match Policy::load(&text) {
+        Ok(l) => l.policy,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn http(r: &FakeRegistry) -> String {
+    format!("http://{}", r.host())
+}
+
+async fn result(c: &Checker, p: &Policy, image: &str) -> (Option<String>, Vec<String>) {
+    let verdicts = c.verify(p, &[image.to_owned()]).await;
+    let report = dryrun::explain_with(p, &[image.to_owned()], None, Some(&verdicts));
+    let d = &report.results[0].decisions[0].decision;
+    let tried = d
+        .tried
+        .iter()
+        .map(|t| match &t.answer {
+            Answer::Present { .. } => "present".to_owned(),
+            Answer::Absent { reason } => reason.clone(),
+        })
+        .collect();
+    (d.result.clone().filter(|_| d.changed()), tried)
+}
+
+#[tokio::test]
+async fn the_first_endpoint_that_has_it_wins_and_none_fails_over() {
+    let (a, b) = (FakeRegistry::start().await, FakeRegistry::start().await);
+    a.add("library/nginx");
+    b.add("library/nginx");
+    b.add("library/redis");
+    let p = policy(&[http(&a), http(&b)], "");
+    let c = checker();
+    assert_eq!(
+        result(&c, &p, "nginx:1.25").await,
+        (
+            Some(format!("{}/library/nginx:1.25", a.host())),
+            vec!["present".into()]
+        )
+    );
+    assert_eq!(
+        result(&c, &p, "redis:7").await,
+        (
+            Some(format!("{}/library/redis:7", b.host())),
+            vec!["not found".into(), "present".into()]
+        )
+    );
+    assert_eq!(
+        result(&c, &p, "busybox").await,
+        (None, vec!["not found".into(), "not found".into()])
+    );
+    assert_eq!(
+        b.heads("library/nginx"),
+        0,
+        "the second endpoint is not asked when the first has it"
+    );
+}
+
+#[tokio::test]
+async fn authentication_basic_and_bearer_with_the_policy_credentials() {
+    let (a, b) = (FakeRegistry::start().await, FakeRegistry::start().await);
+    a.add("library/nginx");
+    b.add("library/nginx");
+    a.require("robot:pw", true);
+    b.require("robot:pw", false);
+    for (registry, other) in [(&a, &b), (&b, &a)] {
+        let creds = |pw: &str| {
+            format!(
+                "configs:\n  \"{}\":\n    auth: {{username: robot, password: {pw}}}\n",
+                registry.host()
+            )
+        };
+        let good = policy(&[http(registry), http(other)], &creds("pw"));
+        let (chosen, tried) = result(&checker(), &good, "nginx").await;
+        assert_eq!(
+            chosen,
+            Some(format!("{}/library/nginx", registry.host())),
+            "{tried:?}"
+        );
+        let wrong = policy(&[http(registry)], &creds("nope"));
+        let (chosen, tried) = result(&checker(), &wrong, "nginx").await;
+        assert_eq!(chosen, None);
+        assert!(tried[0].starts_with("unauthorized"), "{tried:?}");
+        let none = policy(&[http(registry)], "");
+        let (chosen, tried) = result(&checker(), &none, "nginx").await;
+        assert_eq!(chosen, None);
+        assert!(tried[0].starts_with("unauthorized"), "{tried:?}");
+    }
+    assert!(a.tokens_issued() >= 1);
+}
+
+#[tokio::test]
+async fn errors_down_and_silent_registries_are_passed_over() {
+    let (failing, good) = (FakeRegistry::start().await, FakeRegistry::start().await);
+    failing.add("library/nginx");
+    failing.fail_with(500);
+    good.add("library/nginx");
+    let down = format!("http://127.0.0.1:{}", common::free_port());
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let p = policy(&[http(&failing), down, http(&good)], "");
+    let (chosen, tried) = result(&checker(), &p, "nginx").await;
+    assert_eq!(chosen, Some(format!("{}/library/nginx", good.host())));
+    assert_eq!(
+        tried,
+        vec![
+            "answered 500".to_owned(),
+            "cannot connect".to_owned(),
+            "present".to_owned()
+        ]
+    );
+
+    let p = policy(&[silent_url, http(&good)], "");
+    let started = Instant::now();
+    let (chosen, tried) = result(&checker(), &p, "nginx").await;
+    assert_eq!(chosen, None, "{tried:?}");
+    assert!(tried[0].contains("timed out"), "{tried:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the check is bounded by verify.timeout"
+    );
+    held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_makes_one_request_per_endpoint_and_answers_are_cached() {
+    let (a, b) = (FakeRegistry::start().await, FakeRegistry::start().await);
+    a.delay(Duration::from_millis(100));
+    b.delay(Duration::from_millis(100));
+    b.add("library/nginx");
+    let p = Arc::new(policy(&[http(&a), http(&b)], ""));
+    let c = Arc::new(checker());
+    let burst: Vec<_> = (0..500)
+        .map(|_| {
+            let (c, p) = (c.clone(), p.clone());
+            tokio::spawn(async move { c.verify(&p, &["nginx:1.25".to_owned()]).await })
+        })
+        .collect();
+    for t in burst {
+        let v = t.await.unwrap();
+        assert_eq!(v["nginx:1.25"].chosen, Some(1));
+    }
+    assert_eq!((a.heads("library/nginx"), b.heads("library/nginx")), (1, 1));
+    // Both answers are cached: the negative one for a short while, the positive one longer.
+    c.verify(&p, &["nginx:1.25".to_owned()]).await;
+    assert_eq!((a.heads("library/nginx"), b.heads("library/nginx")), (1, 1));
+}
+
+#[tokio::test]
+async fn pin_digest_adds_the_digest_the_mirror_answered() {
+    let a = FakeRegistry::start().await;
+    a.add("team/app");
+    let p = policy(&[http(&a)], "");
+    let pinned = Policy::load(&format!(
+        "mirrors:\n  docker.io:\n    endpoint: [\"{}\"]\nverify: {{enabled: true, pinDigest: true}}\n",
+        http(&a)
+    ))
+    .unwrap()
+    .policy;
+    let c = checker();
+    assert_eq!(
+        result(&c, &p, "team/app:1").await.0,
+        Some(format!("{}/team/app:1", a.host()))
+    );
+    assert_eq!(
+        result(&c, &pinned, "team/app:1").await.0,
+        Some(format!("{}/team/app:1@{DIGEST}", a.host()))
+    );
+    // A reference that already has a digest keeps its own.
+    let own = "team/app@sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    assert_eq!(
+        result(&c, &pinned, own).await.0,
+        Some(format!("{}/{}", a.host(), own))
+    );
+}
+
+#[tokio::test]
+async fn a_pod_whose_images_no_mirror_has_gets_a_warning_and_keeps_them() {
+    let a = FakeRegistry::start().await;
+    a.add("library/nginx");
+    let p = policy(&[http(&a)], "");
+    let c = checker();
+    let pod = serde_json::json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "a", "image": "nginx"}, {"name": "b", "image": "redis"}]}});
+    let items = vec![dryrun::Item {
+        object: pod,
+        namespace: None,
+        operation: Default::default(),
+    }];
+    let verdicts = c.verify(&p, &dryrun::images(&items)).await;
+    let report = dryrun::evaluate_all_with(&p, &items, Some(&verdicts));
+    let r = &report.results[0];
+    let after = r.object.as_ref().unwrap();
+    assert_eq!(
+        after["spec"]["containers"][0]["image"],
+        format!("{}/library/nginx", a.host())
+    );
+    assert_eq!(after["spec"]["containers"][1]["image"], "redis");
+    let warnings = r.warnings.as_ref().unwrap().join("\n");
+    assert!(
+        warnings.contains("image redis: no mirror has it"),
+        "{warnings}"
+    );
+}
