@@ -118,6 +118,60 @@ pub fn review(
     fail_closed: bool,
     extras: Extras<'_>,
 ) -> Answer {
+    match read(body, fail_closed) {
+        Read::Answered(answer) => answer,
+        Read::Pod(pod) => pod.decide(policy, fail_closed, extras),
+    }
+}
+
+/// A review read as far as a Pod to decide, or already answered (skipped or unreadable).
+// Made and taken apart once per request; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Read {
+    Answered(Answer),
+    Pod(PodReview),
+}
+
+/// A Pod to decide, with what its review said.
+pub struct PodReview {
+    answer: Answer,
+    pod: PodTemplate,
+    namespace: String,
+    op: Operation,
+}
+
+impl PodReview {
+    /// Every image the Pod names, for `verify` to check before deciding.
+    pub fn images(&self) -> Vec<String> {
+        self.pod.spec.images()
+    }
+
+    pub fn decide(self, policy: Option<&Policy>, fail_closed: bool, extras: Extras<'_>) -> Answer {
+        let PodReview {
+            mut answer,
+            pod,
+            namespace,
+            op,
+        } = self;
+        let Some(policy) = policy else {
+            return fail(answer, None, "no policy has loaded yet".into(), fail_closed);
+        };
+        answer.namespace = namespace.clone();
+        let mutation = mutate::mutate(policy, &pod, &[], &namespace, &op, extras);
+        answer.response = allowed(&answer.uid, &mutation);
+        answer.outcome = if mutation.is_empty() {
+            Outcome::Unchanged
+        } else {
+            Outcome::Mutated
+        };
+        answer.mutation = mutation;
+        answer
+    }
+}
+
+/// Reads a review up to the Pod it carries.
+pub fn read(body: &[u8], fail_closed: bool) -> Read {
+    use Read::Answered;
     let parsed: Result<ReviewIn<'_>, _> = serde_json::from_slice(body);
     let mut answer = Answer {
         response: Value::Null,
@@ -132,12 +186,12 @@ pub fn review(
     let review = match parsed {
         Ok(r) => r,
         Err(e) => {
-            return fail(
+            return Answered(fail(
                 answer,
                 None,
                 format!("unreadable AdmissionReview: {e}"),
                 fail_closed,
-            )
+            ))
         }
     };
     let api_version = review.api_version.clone();
@@ -149,15 +203,15 @@ pub fn review(
             review.kind.as_deref().unwrap_or("no kind"),
             api_version.as_deref().unwrap_or("no apiVersion")
         );
-        return fail(answer, api_version.as_deref(), why, fail_closed);
+        return Answered(fail(answer, api_version.as_deref(), why, fail_closed));
     }
     let Some(request) = review.request else {
-        return fail(
+        return Answered(fail(
             answer,
             None,
             "the review has no request".into(),
             fail_closed,
-        );
+        ));
     };
     answer.uid = request.uid.clone().unwrap_or_default();
     answer.namespace = request.namespace.clone().unwrap_or_default();
@@ -165,12 +219,17 @@ pub fn review(
     answer.operation = request.operation.clone().unwrap_or_default();
     answer.dry_run = request.dry_run.unwrap_or(false);
     if answer.uid.is_empty() {
-        return fail(answer, None, "the request has no uid".into(), fail_closed);
+        return Answered(fail(
+            answer,
+            None,
+            "the request has no uid".into(),
+            fail_closed,
+        ));
     }
     let gvk = request.kind.unwrap_or_default();
     if !gvk.group.is_empty() || gvk.kind != "Pod" {
         let why = format!("kind {} is not a Pod", gvk.kind);
-        return skip(answer, why);
+        return Answered(skip(answer, why));
     }
     let operation = answer.operation.clone();
     let op = match (
@@ -193,20 +252,27 @@ pub fn review(
                 .collect();
             Operation::AddEphemeral { existing }
         }
-        (op, "") => return skip(answer, format!("operation {op}: nothing to do")),
-        (op, sub) => return skip(answer, format!("{op} of pods/{sub}: nothing to do")),
+        (op, "") => return Answered(skip(answer, format!("operation {op}: nothing to do"))),
+        (op, sub) => return Answered(skip(answer, format!("{op} of pods/{sub}: nothing to do"))),
     };
     let Some(object) = request.object else {
-        return fail(
+        return Answered(fail(
             answer,
             None,
             "the request has no object".into(),
             fail_closed,
-        );
+        ));
     };
     let pod: PodTemplate = match serde_json::from_str(object.get()) {
         Ok(p) => p,
-        Err(e) => return fail(answer, None, format!("unreadable Pod: {e}"), fail_closed),
+        Err(e) => {
+            return Answered(fail(
+                answer,
+                None,
+                format!("unreadable Pod: {e}"),
+                fail_closed,
+            ))
+        }
     };
     if answer.name.is_empty() {
         answer.name = pod
@@ -222,19 +288,12 @@ pub fn review(
         .filter(|n| !n.is_empty())
         .unwrap_or(&answer.namespace)
         .to_owned();
-    let Some(policy) = policy else {
-        return fail(answer, None, "no policy has loaded yet".into(), fail_closed);
-    };
-    answer.namespace = namespace.clone();
-    let mutation = mutate::mutate(policy, &pod, &[], &namespace, &op, extras);
-    answer.response = allowed(&answer.uid, &mutation);
-    answer.outcome = if mutation.is_empty() {
-        Outcome::Unchanged
-    } else {
-        Outcome::Mutated
-    };
-    answer.mutation = mutation;
-    answer
+    Read::Pod(PodReview {
+        answer,
+        pod,
+        namespace,
+        op,
+    })
 }
 
 fn allowed(uid: &str, m: &Mutation) -> Value {
@@ -279,26 +338,4 @@ fn fail(mut answer: Answer, api_version: Option<&str>, why: String, fail_closed:
     answer.response = envelope(api_version.unwrap_or(API_VERSION), response);
     answer.outcome = Outcome::Failed(why);
     answer
-}
-
-#[derive(Deserialize)]
-struct ImagesReview<'a> {
-    #[serde(borrow, default)]
-    request: Option<ImagesRequest<'a>>,
-}
-
-#[derive(Deserialize)]
-struct ImagesRequest<'a> {
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
-}
-
-/// The images of the Pod in a review, for `verify` to check before deciding; empty if unreadable.
-pub fn pod_images(body: &[u8]) -> Vec<String> {
-    serde_json::from_slice::<ImagesReview<'_>>(body)
-        .ok()
-        .and_then(|r| r.request?.object)
-        .and_then(|o| serde_json::from_str::<PodTemplate>(o.get()).ok())
-        .map(|p| p.spec.images())
-        .unwrap_or_default()
 }

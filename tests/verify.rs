@@ -235,3 +235,63 @@ async fn a_pod_whose_images_no_mirror_has_gets_a_warning_and_keeps_them() {
         "{warnings}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_checks_before_answering_and_the_dry_run_shows_what_was_tried() {
+    let (a, b) = (FakeRegistry::start().await, FakeRegistry::start().await);
+    b.add("library/nginx");
+    let text = format!(
+        "mirrors:\n  docker.io:\n    endpoint: [\"{}\", \"{}\"]\nverify: {{enabled: true, timeout: 1s}}\n",
+        http(&a),
+        http(&b)
+    );
+    let server = common::Server::with_policy(&text);
+    let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "v", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "shop",
+        "object": {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "a", "image": "nginx:1.25"}, {"name": "b", "image": "redis:7"}]}}}});
+    let answer: serde_json::Value = server
+        .client()
+        .post(server.url("/mutate"))
+        .header("content-type", "application/json")
+        .body(review.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut pod = review["request"]["object"].clone();
+    json_patch::patch(&mut pod, &common::decode_patch(&answer).unwrap()).unwrap();
+    assert_eq!(
+        pod["spec"]["containers"][0]["image"],
+        format!("{}/library/nginx:1.25", b.host())
+    );
+    assert_eq!(pod["spec"]["containers"][1]["image"], "redis:7");
+    assert!(answer["response"]["warnings"]
+        .to_string()
+        .contains("image redis:7: no mirror has it"));
+    let v: serde_json::Value = server
+        .client()
+        .get(server.url("/dry-run?image=nginx:1.25"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tried = &v["results"][0]["decisions"][0]["tried"];
+    assert_eq!(tried[0]["result"], "absent");
+    assert_eq!(tried[0]["reason"], "not found");
+    assert_eq!(tried[1]["result"], "present");
+    let metrics = reqwest::get(server.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("image_mirror_verify_checks_total{result=\"present\"}"),
+        "{metrics}"
+    );
+}

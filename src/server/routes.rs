@@ -86,18 +86,22 @@ async fn mutate(Extract(state): Extract<Arc<State>>, headers: HeaderMap, body: B
         Some(store) => crate::secrets::covering(store, ns, host),
         None => Vec::new(),
     };
-    let verdicts = match &policy {
-        Some(p) if p.verify.enabled => {
-            Some(state.checker.verify(p, &admission::pod_images(&body)).await)
+    // Read once; `verify` (I/O) runs between reading the Pod and deciding it.
+    let mut answer = match admission::read(&body, state.fail_closed) {
+        admission::Read::Answered(answer) => answer,
+        admission::Read::Pod(pod) => {
+            let verdicts = match &policy {
+                Some(p) if p.verify.enabled => Some(state.checker.verify(p, &pod.images()).await),
+                _ => None,
+            };
+            let extras = Extras {
+                managed_secrets: state.pull_secrets.is_some(),
+                namespace_secrets: &lookup,
+                verdicts: verdicts.as_ref(),
+            };
+            pod.decide(policy.as_deref(), state.fail_closed, extras)
         }
-        _ => None,
     };
-    let extras = Extras {
-        managed_secrets: state.pull_secrets.is_some(),
-        namespace_secrets: &lookup,
-        verdicts: verdicts.as_ref(),
-    };
-    let mut answer = admission::review(policy.as_deref(), &body, state.fail_closed, extras);
     if let (Some(ps), Some(policy), false) = (&state.pull_secrets, &policy, answer.dry_run) {
         materialise(&state, ps, policy, &mut answer).await;
     }
