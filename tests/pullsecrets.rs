@@ -281,19 +281,8 @@ impl Serve {
     async fn review(&self, ns: &str, image: &str, dry_run: bool) -> (Value, Value) {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns},
             "spec": {"containers": [{"name": "c", "image": image}]}});
-        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": ns, "dryRun": dry_run, "object": pod}});
-        let answer: Value = self
-            .client
-            .post(self.url("/mutate"))
-            .header("content-type", "application/json")
-            .body(review.to_string())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let review = common::create_review("u", ns, &pod, dry_run);
+        let answer = common::post_json(&self.client, &self.url("/mutate"), &review).await;
         let mut after = pod.clone();
         if let Some(patch) = common::decode_patch(&answer) {
             json_patch::patch(&mut after, &patch).unwrap();

@@ -246,21 +246,10 @@ async fn serve_checks_before_answering_and_the_dry_run_shows_what_was_tried() {
         http(&b)
     );
     let server = common::Server::with_policy(&text);
-    let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "v", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "shop",
-        "object": {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [
-            {"name": "a", "image": "nginx:1.25"}, {"name": "b", "image": "redis:7"}]}}}});
-    let answer: serde_json::Value = server
-        .client()
-        .post(server.url("/mutate"))
-        .header("content-type", "application/json")
-        .body(review.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pod = serde_json::json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "a", "image": "nginx:1.25"}, {"name": "b", "image": "redis:7"}]}});
+    let review = common::create_review("v", "shop", &pod, false);
+    let answer = common::post_json(&server.client(), &server.url("/mutate"), &review).await;
     let mut pod = review["request"]["object"].clone();
     json_patch::patch(&mut pod, &common::decode_patch(&answer).unwrap()).unwrap();
     assert_eq!(
@@ -271,15 +260,7 @@ async fn serve_checks_before_answering_and_the_dry_run_shows_what_was_tried() {
     assert!(answer["response"]["warnings"]
         .to_string()
         .contains("image redis:7: no mirror has it"));
-    let v: serde_json::Value = server
-        .client()
-        .get(server.url("/dry-run?image=nginx:1.25"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = common::get_json(&server.client(), &server.url("/dry-run?image=nginx:1.25")).await;
     let tried = &v["results"][0]["decisions"][0]["tried"];
     assert_eq!(tried[0]["result"], "absent");
     assert_eq!(tried[0]["reason"], "not found");

@@ -167,20 +167,11 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
                 "cert_file and key_file go together",
             );
         }
-        if let Some(name) = &c.credentials_secret {
-            if is_dns_subdomain(&name.value) {
-                config.credentials_secret = Some(name.value.clone());
-            } else {
-                r.error(
-                    name.pos,
-                    &format!("{path}.credentialsSecret"),
-                    format!(
-                        "`{}` is not a valid Secret name (lower-case letters, digits, `-` and `.`)",
-                        name.value
-                    ),
-                );
-            }
-        }
+        config.credentials_secret = secret_name(
+            &mut r,
+            &c.credentials_secret,
+            &format!("{path}.credentialsSecret"),
+        );
         if let (Some(p), true) = (
             &c.pull_secret,
             c.auth.is_some() || c.credentials_secret.is_some(),
@@ -193,20 +184,7 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
                 None,
             );
         }
-        if let Some(name) = &c.pull_secret {
-            if is_dns_subdomain(&name.value) {
-                config.pull_secret = Some(name.value.clone());
-            } else {
-                r.error(
-                    name.pos,
-                    &format!("{path}.pullSecret"),
-                    format!(
-                        "`{}` is not a valid Secret name (lower-case letters, digits, `-` and `.`)",
-                        name.value
-                    ),
-                );
-            }
-        }
+        config.pull_secret = secret_name(&mut r, &c.pull_secret, &format!("{path}.pullSecret"));
         if !key_ok {
             continue;
         }
@@ -659,6 +637,23 @@ fn similar_hosts(a: &str, b: &str) -> bool {
     let (la, pa) = split(a);
     let (lb, pb) = split(b);
     (la == lb && pa == pb) || edit_distance(a, b) <= 2
+}
+
+/// A Secret name from the policy, if it is a valid one; an error where it is not.
+fn secret_name(r: &mut Reader, name: &Option<Spanned<String>>, path: &str) -> Option<String> {
+    let name = name.as_ref()?;
+    if is_dns_subdomain(&name.value) {
+        return Some(name.value.clone());
+    }
+    r.error(
+        name.pos,
+        path,
+        format!(
+            "`{}` is not a valid Secret name (lower-case letters, digits, `-` and `.`)",
+            name.value
+        ),
+    );
+    None
 }
 
 fn is_dns_subdomain(s: &str) -> bool {

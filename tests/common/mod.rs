@@ -205,3 +205,35 @@ pub fn decode_patch(answer: &serde_json::Value) -> Option<json_patch::Patch> {
         .unwrap();
     Some(serde_json::from_slice(&bytes).unwrap())
 }
+
+/// POSTs JSON and reads the JSON answer.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    resp.json().await.unwrap()
+}
+
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// An AdmissionReview that creates `pod`.
+pub fn create_review(
+    uid: &str,
+    namespace: &str,
+    pod: &serde_json::Value,
+    dry_run: bool,
+) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+        "namespace": namespace, "dryRun": dry_run, "object": pod}})
+}
