@@ -736,3 +736,29 @@ async fn the_certs_script_makes_a_pair_that_serve_uses() {
         rustls_der(&String::from_utf8(read("tls.crt")).unwrap())
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_one_structured_line_per_review() {
+    let server = Server::start(Options {
+        extra: &["--log-format", "json"],
+        ..Options::default()
+    });
+    let review = std::fs::read(data("reviews/create.json")).unwrap();
+    post(&server.client(), &server.url("/mutate"), Some(JSON), review).await;
+    let line = server
+        .logs()
+        .lines()
+        .find(|l| l.contains("review answered"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no review line: {}", server.logs()));
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["message"], "review answered");
+    assert_eq!(v["mutated"], true);
+    assert_eq!(
+        v["rewrites"], 3,
+        "nginx, rancher/db-migrate and the image volume"
+    );
+    assert_eq!(v["span"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(v["span"]["namespace"], "shop");
+    assert_eq!(v["span"]["operation"], "CREATE");
+}
