@@ -238,74 +238,32 @@ async fn serve_switches_policies_live_without_a_failed_review() {
     api.put_configmap(NS, NAME, data(&policy_for("one.example.com")));
     let dir = TempDir::new("configmap-serve");
     let kubeconfig = api.kubeconfig(&dir.0);
-    let port = common::free_port();
-    let cert = image_mirror_webhook::server::tls::generate(&["localhost"]).unwrap();
-    std::fs::write(dir.path("tls.crt"), &cert.cert_pem).unwrap();
-    std::fs::write(dir.path("tls.key"), &cert.key_pem).unwrap();
-    let log = std::fs::File::create(dir.path("server.log")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--policy-configmap",
-            &format!("{NS}/{NAME}"),
-        ])
-        .arg("--tls-cert")
-        .arg(dir.path("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.path("tls.key"))
-        .env("KUBECONFIG", &kubeconfig)
-        .stdin(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let client = common::client_trusting(&[&cert.ca_pem]);
-    let url = format!("https://localhost:{port}");
-    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "shop",
-        "object": {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+    let target = format!("{NS}/{NAME}");
+    let server = common::Server::start(common::Options {
+        policy: None,
+        extra: &["--policy-configmap", &target],
+        kubeconfig: Some(&kubeconfig),
+        ..common::Options::default()
+    });
+    server.wait_ready().await;
+    let client = server.client();
+    let pod = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+    let review = common::create_review("u", "shop", &pod, false);
     let image_of = |answer: &Value| -> Option<String> {
         let patch = common::decode_patch(answer)?;
-        let mut pod = review["request"]["object"].clone();
+        let mut pod = pod.clone();
         json_patch::patch(&mut pod, &patch).ok()?;
         pod["spec"]["containers"][0]["image"]
             .as_str()
             .map(str::to_owned)
     };
-    let ready = async {
-        loop {
-            if let Ok(r) = client.get(format!("{url}/readyz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), ready)
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "never ready: {}",
-                std::fs::read_to_string(dir.path("server.log")).unwrap_or_default()
-            )
-        });
 
     let mut changed_at = None;
     let mut switched_after = None;
     let started = Instant::now();
     let mut sent = 0;
     while switched_after.is_none() && started.elapsed() < Duration::from_secs(15) {
-        let resp = client
-            .post(format!("{url}/mutate"))
-            .header("content-type", "application/json")
-            .body(review.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let answer: Value = resp.json().await.unwrap();
+        let answer = common::post_json(&client, &server.url("/mutate"), &review).await;
         assert_eq!(answer["response"]["allowed"], true);
         let image = image_of(&answer).expect("every review is answered with a rewrite");
         sent += 1;
@@ -320,8 +278,6 @@ async fn serve_switches_policies_live_without_a_failed_review() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    child.kill().ok();
-    child.wait().ok();
     let took = switched_after.expect("answers never switched to the new policy");
     assert!(took < Duration::from_secs(2), "switched after {took:?}");
 }

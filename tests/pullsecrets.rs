@@ -7,7 +7,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::fake_api::FakeApi;
@@ -201,81 +200,39 @@ async fn api_failures_are_errors_not_panics() {
     assert!(ps.ensure(&missing, "shop", HOST).await.is_err());
 }
 
+/// `serve --pull-secrets` against the fake API, ready.
 struct Serve {
-    child: std::process::Child,
-    dir: TempDir,
-    port: u16,
-    admin: u16,
+    server: common::Server,
     client: reqwest::Client,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
+    _kube: TempDir,
 }
 
 impl Serve {
     async fn start(api: &FakeApi, policy: &str, extra: &[&str]) -> Serve {
-        let dir = TempDir::new("pullsecrets-serve");
-        let kubeconfig = api.kubeconfig(&dir.0);
-        let cert = image_mirror_webhook::server::tls::generate(&["localhost"]).unwrap();
-        std::fs::write(dir.path("tls.crt"), &cert.cert_pem).unwrap();
-        std::fs::write(dir.path("tls.key"), &cert.key_pem).unwrap();
-        std::fs::write(dir.path("policy.yaml"), policy).unwrap();
-        let (port, admin) = (common::free_port(), common::free_port());
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--admin-listen",
-                &format!("127.0.0.1:{admin}"),
-                "--pull-secrets",
-            ])
-            .arg("--tls-cert")
-            .arg(dir.path("tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.path("tls.key"))
-            .arg("--policy-file")
-            .arg(dir.path("policy.yaml"))
-            .args(extra)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "debug")
-            .stdin(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path("server.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let client = common::client_trusting(&[&cert.ca_pem]);
-        let s = Serve {
-            child,
-            dir,
-            port,
-            admin,
-            client,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while s
-            .client
-            .get(s.url("/readyz"))
-            .send()
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            assert!(Instant::now() < deadline, "never ready: {}", s.logs());
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let kube = TempDir::new("pullsecrets-kube");
+        let kubeconfig = api.kubeconfig(&kube.0);
+        let mut args = vec!["--pull-secrets"];
+        args.extend_from_slice(extra);
+        let server = common::Server::start(common::Options {
+            policy: Some(policy),
+            extra: &args,
+            kubeconfig: Some(&kubeconfig),
+            ..common::Options::default()
+        });
+        server.wait_ready().await;
+        Serve {
+            client: server.client(),
+            server,
+            _kube: kube,
         }
-        s
     }
 
     fn url(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.port)
+        self.server.url(path)
     }
 
     fn logs(&self) -> String {
-        std::fs::read_to_string(self.dir.path("server.log")).unwrap_or_default()
+        self.server.logs()
     }
 
     async fn review(&self, ns: &str, image: &str, dry_run: bool) -> (Value, Value) {
@@ -367,12 +324,7 @@ async fn serve_makes_secrets_before_admission_and_never_on_dry_run() {
         .text()
         .await
         .unwrap();
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", s.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.server.metrics().await;
     let auth = b64(&format!("{USER}:{PASSWORD}"));
     for (what, text) in [
         ("logs", s.logs()),
@@ -397,12 +349,7 @@ async fn api_failure_admits_with_a_warning_or_denies_when_fail_closed() {
     assert_eq!(secret_names(&pod), vec![managed_name(HOST)]);
     let warnings = answer["response"]["warnings"].to_string();
     assert!(warnings.contains("could not be made yet"), "{warnings}");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", s.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.server.metrics().await;
     assert!(
         metrics.contains("image_mirror_pull_secret_errors_total 1"),
         "{metrics}"

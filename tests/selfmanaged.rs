@@ -153,34 +153,24 @@ async fn serve_with_a_self_managed_certificate() {
     api.put_webhook_config("imw", webhook_config(1));
     let dir = TempDir::new("selfmanaged");
     let kubeconfig = api.kubeconfig(&dir.0);
-    std::fs::write(dir.path("policy.yaml"), "mirrors: {}\n").unwrap();
-    let port = common::free_port();
-    let log = std::fs::File::create(dir.path("server.log")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
+    let secret = format!("{NS}/imw-tls");
+    let server = common::Server::start(common::Options {
+        own_tls: false,
+        extra: &[
             "--cert-secret",
-            &format!("{NS}/imw-tls"),
-        ])
-        .args([
+            &secret,
             "--cert-dns-names",
             "localhost,127.0.0.1",
             "--webhook-configuration",
             "imw",
             "--cert-check-interval",
             "200ms",
-        ])
-        .arg("--policy-file")
-        .arg(dir.path("policy.yaml"))
-        .env("KUBECONFIG", &kubeconfig)
-        .stdin(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let logs = || std::fs::read_to_string(dir.path("server.log")).unwrap_or_default();
-    let url = format!("https://localhost:{port}/healthz");
+        ],
+        kubeconfig: Some(&kubeconfig),
+        ..common::Options::default()
+    });
+    let logs = || server.logs();
+    let url = server.url("/healthz");
     let deadline = Instant::now() + Duration::from_secs(20);
     let first_ca = loop {
         assert!(Instant::now() < deadline, "never served: {}", logs());
@@ -222,6 +212,4 @@ async fn serve_with_a_self_managed_certificate() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(bundles(&api), vec![next.ca_pem.clone()]);
-    child.kill().ok();
-    child.wait().ok();
 }

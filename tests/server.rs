@@ -388,13 +388,10 @@ async fn dry_run_endpoints() {
 }
 
 async fn metric(server: &Server, name: &str) -> f64 {
-    let text = reqwest::get(server.admin_url("/metrics"))
+    server
+        .metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find(|l| l.starts_with(name))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
@@ -529,29 +526,20 @@ async fn the_policy_file_reloads_and_a_bad_one_keeps_the_last_good() {
     );
     assert!(server.logs().contains("policy rejected"));
     // A mounted ConfigMap swaps a symlink.
-    let d = &server.dir;
-    std::fs::create_dir_all(d.path("v1")).unwrap();
-    std::fs::write(
-        d.path("v1/policy.yaml"),
-        "mirrors:\n  docker.io:\n    endpoint: [\"https://third.example.com\"]\n",
-    )
-    .unwrap();
-    std::os::unix::fs::symlink(d.path("v1"), d.path("..data_tmp")).unwrap();
-    std::fs::rename(d.path("..data_tmp"), d.path("..data")).unwrap();
-    std::fs::remove_file(d.path("policy.yaml")).unwrap();
-    std::os::unix::fs::symlink(d.path("..data/policy.yaml"), d.path("policy.yaml")).unwrap();
+    server.dir.kubelet_swap(
+        "v1",
+        "policy.yaml",
+        b"mirrors:\n  docker.io:\n    endpoint: [\"https://third.example.com\"]\n",
+    );
     wait_until("the symlinked policy", Duration::from_secs(5), || async {
         decide(&server, "nginx").await == "third.example.com/library/nginx"
     })
     .await;
-    std::fs::create_dir_all(d.path("v2")).unwrap();
-    std::fs::write(
-        d.path("v2/policy.yaml"),
-        "mirrors:\n  docker.io:\n    endpoint: [\"https://fourth.example.com\"]\n",
-    )
-    .unwrap();
-    std::os::unix::fs::symlink(d.path("v2"), d.path("..data_tmp")).unwrap();
-    std::fs::rename(d.path("..data_tmp"), d.path("..data")).unwrap();
+    server.dir.kubelet_swap(
+        "v2",
+        "policy.yaml",
+        b"mirrors:\n  docker.io:\n    endpoint: [\"https://fourth.example.com\"]\n",
+    );
     wait_until("the swapped policy", Duration::from_secs(5), || async {
         decide(&server, "nginx").await == "fourth.example.com/library/nginx"
     })

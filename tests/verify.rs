@@ -265,12 +265,7 @@ async fn serve_checks_before_answering_and_the_dry_run_shows_what_was_tried() {
     assert_eq!(tried[0]["result"], "absent");
     assert_eq!(tried[0]["reason"], "not found");
     assert_eq!(tried[1]["result"], "present");
-    let metrics = reqwest::get(server.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("image_mirror_verify_checks_total{result=\"present\"}"),
         "{metrics}"

@@ -29,6 +29,22 @@ impl TempDir {
         self.0.join(name)
     }
 
+    /// Publishes `contents` as `name` the way kubelet updates a ConfigMap or Secret volume: a new
+    /// `<version>/` directory, the `..data` symlink swapped to it, `name` a link through `..data`.
+    pub fn kubelet_swap(&self, version: &str, name: &str, contents: &[u8]) {
+        std::fs::create_dir_all(self.path(version)).unwrap();
+        std::fs::write(self.path(&format!("{version}/{name}")), contents).unwrap();
+        std::os::unix::fs::symlink(self.path(version), self.path("..data_tmp")).unwrap();
+        std::fs::rename(self.path("..data_tmp"), self.path("..data")).unwrap();
+        let link = self.path(name);
+        if std::fs::symlink_metadata(&link).is_ok_and(|m| !m.file_type().is_symlink()) {
+            std::fs::remove_file(&link).unwrap();
+        }
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(self.path(&format!("..data/{name}")), &link).unwrap();
+        }
+    }
+
     /// Writes through a temporary file and a rename, as editors and kubelet do.
     pub fn write_atomic(&self, name: &str, contents: &[u8]) {
         let tmp = self.path(&format!(".{name}.tmp"));
@@ -61,41 +77,62 @@ pub struct Server {
 }
 
 pub struct Options<'a> {
-    pub policy: &'a str,
+    /// Written to a file and passed with --policy-file; `None` passes none.
+    pub policy: Option<&'a str>,
+    /// A test CA's certificate in files, passed with --tls-cert/--tls-key; without it the server
+    /// makes its own (in `<dir>/dev`) or gets one from the flags in `extra`.
+    pub own_tls: bool,
     pub extra: &'a [&'a str],
+    /// For flags that reach the Kubernetes API (a fake one).
+    pub kubeconfig: Option<&'a Path>,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
         Options {
-            policy: "mirrors:\n  docker.io:\n    endpoint: [\"https://mirror.example.com:5000\"]\n",
+            policy: Some(
+                "mirrors:\n  docker.io:\n    endpoint: [\"https://mirror.example.com:5000\"]\n",
+            ),
+            own_tls: true,
             extra: &[],
+            kubeconfig: None,
         }
     }
 }
 
 impl Server {
-    /// Starts `serve` with a test CA's certificate in files, a policy file, and an admin port.
+    /// Starts `serve` on loopback with an admin port, as `opts` says.
     pub fn start(opts: Options<'_>) -> Server {
         let dir = TempDir::new("server");
-        let cert = tls::generate(&["localhost", "127.0.0.1"]).unwrap();
-        std::fs::write(dir.path("tls.crt"), &cert.cert_pem).unwrap();
-        std::fs::write(dir.path("tls.key"), &cert.key_pem).unwrap();
-        std::fs::write(dir.path("policy.yaml"), opts.policy).unwrap();
         let port = free_port();
         let admin_port = free_port();
         let log = dir.path("server.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
-            .arg("serve")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"));
+        cmd.arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-            .arg("--tls-cert")
-            .arg(dir.path("tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.path("tls.key"))
-            .arg("--policy-file")
-            .arg(dir.path("policy.yaml"))
-            .args(["--reload-interval", "100ms"])
+            .args(["--reload-interval", "100ms"]);
+        let mut ca_pem = String::new();
+        if opts.own_tls {
+            let cert = tls::generate(&["localhost", "127.0.0.1"]).unwrap();
+            std::fs::write(dir.path("tls.crt"), &cert.cert_pem).unwrap();
+            std::fs::write(dir.path("tls.key"), &cert.key_pem).unwrap();
+            cmd.arg("--tls-cert")
+                .arg(dir.path("tls.crt"))
+                .arg("--tls-key")
+                .arg(dir.path("tls.key"));
+            ca_pem = cert.ca_pem;
+        } else {
+            cmd.arg("--dev-cert-dir").arg(dir.path("dev"));
+        }
+        if let Some(policy) = opts.policy {
+            std::fs::write(dir.path("policy.yaml"), policy).unwrap();
+            cmd.arg("--policy-file").arg(dir.path("policy.yaml"));
+        }
+        if let Some(k) = opts.kubeconfig {
+            cmd.env("KUBECONFIG", k);
+        }
+        let child = cmd
             .args(opts.extra)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
@@ -108,7 +145,7 @@ impl Server {
             port,
             admin_port,
             dir,
-            ca_pem: cert.ca_pem,
+            ca_pem,
             log,
         };
         server.wait_healthy();
@@ -117,7 +154,7 @@ impl Server {
 
     pub fn with_policy(policy: &str) -> Server {
         Server::start(Options {
-            policy,
+            policy: Some(policy),
             ..Options::default()
         })
     }
@@ -145,6 +182,30 @@ impl Server {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The admin listener's metrics text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until /readyz answers 200.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(self.admin_url("/readyz")).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "never ready: {}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn client(&self) -> reqwest::Client {
