@@ -750,3 +750,28 @@ async fn json_logs_carry_one_structured_line_per_review() {
     assert_eq!(v["span"]["namespace"], "shop");
     assert_eq!(v["span"]["operation"], "CREATE");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_flags_it_serves_the_sample_policy_on_a_certificate_it_made() {
+    // The README's one-command start: no policy file, no certificate.
+    let server = Server::start(Options {
+        policy: None,
+        own_tls: false,
+        ..Options::default()
+    });
+    let ca = std::fs::read_to_string(server.dir.path("dev/ca.crt")).unwrap();
+    assert!(server.logs().contains("built-in sample policy"));
+    let client = common::client_trusting(&[&ca]);
+    for host in ["localhost", "127.0.0.1"] {
+        let url = format!(
+            "https://{host}:{}/dry-run?image=rancher/rke-tools:v0.1.14",
+            server.port
+        );
+        let v = common::get_json(&client, &url).await;
+        assert_eq!(
+            v["results"][0]["decisions"][0]["result"],
+            "mirror.example.com:5000/mirrorproject/rancher-images/rke-tools:v0.1.14",
+            "{host}"
+        );
+    }
+}
