@@ -111,19 +111,6 @@ pub struct Answer {
     pub mutation: Mutation,
 }
 
-/// Handles one review. `policy` is `None` until a policy has loaded.
-pub fn review(
-    policy: Option<&Policy>,
-    body: &[u8],
-    fail_closed: bool,
-    extras: Extras<'_>,
-) -> Answer {
-    match read(body, fail_closed) {
-        Read::Answered(answer) => answer,
-        Read::Pod(pod) => pod.decide(policy, fail_closed, extras),
-    }
-}
-
 /// A review read as far as a Pod to decide, or already answered (skipped or unreadable).
 // Made and taken apart once per request; boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
@@ -146,6 +133,7 @@ impl PodReview {
         self.pod.spec.images()
     }
 
+    /// Decides the Pod; `policy` is `None` until a policy has loaded.
     pub fn decide(self, policy: Option<&Policy>, fail_closed: bool, extras: Extras<'_>) -> Answer {
         let PodReview {
             mut answer,
