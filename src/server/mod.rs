@@ -310,16 +310,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     if let (Some(path), Some(text)) = (args.policy_file.clone(), policy_text) {
         let state = state.clone();
-        let mut last = text.into_bytes();
-        tasks.spawn(source::file::watch(vec![path.clone()], args.reload_interval, move |read| match read {
-            Ok(mut files) => {
-                let bytes = files.pop().unwrap_or_default();
-                if bytes != last {
-                    let text = String::from_utf8_lossy(&bytes);
-                    // A refusal is logged and counted inside; the last good policy stays.
-                    let _ = state.apply_policy(&path.display().to_string(), &text);
-                    last = bytes;
-                }
+        let loaded = vec![text.into_bytes()];
+        tasks.spawn(source::file::watch(vec![path.clone()], loaded, args.reload_interval, move |read| match read {
+            Ok(files) => {
+                let text = String::from_utf8_lossy(files.first().map_or(&[][..], Vec::as_slice));
+                // A refusal is logged and counted inside; the last good policy stays.
+                let _ = state.apply_policy(&path.display().to_string(), &text);
             }
             Err(e) => {
                 Metrics::reload(&state.metrics.policy_reloads, false);
@@ -330,9 +326,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let (Some(c), Some(k)) = (args.tls_cert.clone(), args.tls_key.clone()) {
         let state = state.clone();
         let resolver = resolver.clone();
-        let mut last = vec![cert_pem, key_pem];
-        tasks.spawn(source::file::watch(vec![c, k], args.reload_interval, move |read| match read {
-            Ok(files) if files != last => {
+        let loaded = vec![cert_pem, key_pem];
+        tasks.spawn(source::file::watch(vec![c, k], loaded, args.reload_interval, move |read| match read {
+            Ok(files) => {
                 match tls::certified_key(&files[0], &files[1]) {
                     Ok(key) => {
                         resolver.swap(key);
@@ -344,9 +340,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                         tracing::error!(error = %e, "TLS certificate rejected; serving the previous one");
                     }
                 }
-                last = files;
             }
-            Ok(_) => {}
             Err(e) => {
                 Metrics::reload(&state.metrics.tls_reloads, false);
                 tracing::error!(error = %e, "TLS files unreadable; serving the previous certificate");

@@ -5,14 +5,18 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Reads `paths` every `interval` and calls `on_change` with their contents whenever any of them
-/// differs from the last call, or with the error when they cannot be read (once per new error).
-/// The first call happens at once. Runs until the task is dropped.
-pub async fn watch<F>(paths: Vec<PathBuf>, interval: Duration, mut on_change: F)
-where
+/// Reads `paths` every `interval` and calls `on_change` with their contents whenever they differ
+/// from what was last seen (at first: `loaded`, what the caller already acted on), or with the
+/// error when they cannot be read (once per new error). Runs until the task is dropped.
+pub async fn watch<F>(
+    paths: Vec<PathBuf>,
+    loaded: Vec<Vec<u8>>,
+    interval: Duration,
+    mut on_change: F,
+) where
     F: FnMut(Result<Vec<Vec<u8>>, String>) + Send,
 {
-    let mut last: Option<Result<Vec<Vec<u8>>, String>> = None;
+    let mut last: Option<Result<Vec<Vec<u8>>, String>> = Some(Ok(loaded));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
