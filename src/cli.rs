@@ -104,7 +104,7 @@ fn load_policy(path: &Path) -> anyhow::Result<Loaded> {
 }
 
 fn dry_run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
-    let loaded = load_policy(&args.policy_file)?;
+    let policy = std::sync::Arc::new(load_policy(&args.policy_file)?.policy);
     let report = if args.image.is_empty() {
         let files = if args.files.is_empty() {
             vec![PathBuf::from("-")]
@@ -118,12 +118,12 @@ fn dry_run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
                 dryrun::read_objects(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
             items.append(&mut read);
         }
-        let verdicts = verify(&loaded.policy, &dryrun::images(&items))?;
-        dryrun::evaluate_all_with(&loaded.policy, &items, verdicts.as_ref())
+        let verdicts = verify(&policy, &dryrun::images(&items))?;
+        dryrun::evaluate_all_with(&policy, &items, verdicts.as_ref())
     } else {
-        let verdicts = verify(&loaded.policy, &args.image)?;
+        let verdicts = verify(&policy, &args.image)?;
         dryrun::explain_with(
-            &loaded.policy,
+            &policy,
             &args.image,
             args.namespace.as_deref(),
             verdicts.as_ref(),
@@ -142,7 +142,10 @@ fn dry_run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// With `verify` on, the mirrors are asked, as admission would.
-fn verify(policy: &Policy, images: &[String]) -> anyhow::Result<Option<dryrun::Verdicts>> {
+fn verify(
+    policy: &std::sync::Arc<Policy>,
+    images: &[String],
+) -> anyhow::Result<Option<dryrun::Verdicts>> {
     if !policy.verify.enabled {
         return Ok(None);
     }

@@ -60,7 +60,7 @@ pub struct Verdict {
     pub tried: Vec<Tried>,
 }
 
-type Pending = Shared<BoxFuture<'static, Answer>>;
+type Pending = Shared<BoxFuture<'static, Verdict>>;
 
 /// Bounds the answer cache; past it, expired answers go, then all.
 const MAX_CACHED: usize = 50_000;
@@ -68,11 +68,24 @@ const MAX_CACHED: usize = 50_000;
 /// Called with each answer: its label and how long the request took.
 pub type Observer = Arc<dyn Fn(&str, Duration) + Send + Sync>;
 
+const TIMED_OUT: &str = "timed out (verify.timeout)";
+
+/// Checks images against their endpoints. An image's check runs as a task of its own, so it
+/// finishes and caches its answers even when the review that started it has stopped waiting,
+/// and every review asking for the same image meanwhile waits on that one task.
 pub struct Checker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     clients: Mutex<HashMap<String, reqwest::Client>>,
+    /// Answers by manifest URL, with when they expire.
     cache: Mutex<HashMap<String, (Instant, Answer)>>,
+    /// Image checks under way, by their manifest URLs.
     inflight: Mutex<HashMap<String, Pending>>,
     observe: Observer,
+    /// Resolves credentials kept in Secrets (`serve --pull-secrets`).
+    pull_secrets: std::sync::OnceLock<Arc<crate::secrets::PullSecrets>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,11 +95,170 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Checker {
     pub fn new(observe: Observer) -> Self {
         Checker {
-            clients: Mutex::default(),
-            cache: Mutex::default(),
-            inflight: Mutex::default(),
-            observe,
+            inner: Arc::new(Inner {
+                clients: Mutex::default(),
+                cache: Mutex::default(),
+                inflight: Mutex::default(),
+                observe,
+                pull_secrets: std::sync::OnceLock::new(),
+            }),
         }
+    }
+
+    /// Reads credentials through `pull_secrets`, which also knows `credentialsSecret`.
+    pub fn with_pull_secrets(self, pull_secrets: Arc<crate::secrets::PullSecrets>) -> Self {
+        self.inner.pull_secrets.get_or_init(|| pull_secrets);
+        self
+    }
+
+    /// Forgets clients and answers, so a changed policy's TLS settings and credentials apply.
+    pub fn reset(&self) {
+        lock(&self.inner.clients).clear();
+        lock(&self.inner.cache).clear();
+    }
+
+    /// Checks the endpoints of every image, in order, until `verify.timeout`; images left
+    /// unanswered by then fail over to their original reference. Answers already cached are
+    /// given at once, without a timer or a task.
+    pub async fn verify(
+        &self,
+        policy: &Arc<Policy>,
+        images: &[String],
+    ) -> HashMap<String, Verdict> {
+        let deadline = tokio::time::Instant::now() + policy.verify.timeout;
+        let mut verdicts = HashMap::with_capacity(images.len());
+        let mut waiting = Vec::new();
+        for image in images {
+            let candidates = candidates(policy, image);
+            match self.inner.cached(&candidates, None) {
+                Some(v) => {
+                    verdicts.insert(image.clone(), v);
+                }
+                None => {
+                    let pending = self.inner.start(policy, &candidates);
+                    waiting.push((image, candidates, pending));
+                }
+            }
+        }
+        let answered = waiting
+            .into_iter()
+            .map(|(image, candidates, pending)| async move {
+                let verdict = match tokio::time::timeout_at(deadline, pending).await {
+                    Ok(v) => v,
+                    Err(_) => self
+                        .inner
+                        .cached(&candidates, Some(TIMED_OUT))
+                        .unwrap_or_default(),
+                };
+                (image.clone(), verdict)
+            });
+        verdicts.extend(futures::future::join_all(answered).await);
+        verdicts
+    }
+}
+
+impl Inner {
+    fn cached_answer(&self, url: &str) -> Option<Answer> {
+        match lock(&self.cache).get(url) {
+            Some((until, answer)) if Instant::now() < *until => Some(answer.clone()),
+            _ => None,
+        }
+    }
+
+    fn store(&self, url: &str, answer: &Answer, policy: &Policy) {
+        let ttl = match answer {
+            Answer::Present { .. } => policy.verify.cache_ttl,
+            Answer::Absent { .. } => policy.verify.negative_cache_ttl,
+        };
+        let mut cache = lock(&self.cache);
+        if cache.len() >= MAX_CACHED {
+            let now = Instant::now();
+            cache.retain(|_, (until, _)| *until > now);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        cache.insert(url.to_owned(), (Instant::now() + ttl, answer.clone()));
+    }
+
+    /// The verdict the cache gives for these candidates. With `missing`, an endpoint without a
+    /// cached answer is tried with that reason and ends the walk; without it, such an endpoint
+    /// means there is no verdict yet.
+    fn cached(&self, candidates: &[Candidate], missing: Option<&str>) -> Option<Verdict> {
+        let mut verdict = Verdict::default();
+        for (i, c) in candidates.iter().enumerate() {
+            let answer = match (self.cached_answer(&c.manifest_url), missing) {
+                (Some(a), _) => a,
+                (None, Some(reason)) => {
+                    verdict.tried.push(Tried {
+                        endpoint: c.endpoint_url.clone(),
+                        answer: Answer::absent(reason),
+                    });
+                    break;
+                }
+                (None, None) => return None,
+            };
+            if verdict.record(i, c, answer) {
+                break;
+            }
+        }
+        Some(verdict)
+    }
+
+    /// The check of one image's candidates: the one under way, or a new task.
+    fn start(self: &Arc<Self>, policy: &Arc<Policy>, candidates: &[Candidate]) -> Pending {
+        let key = candidates
+            .iter()
+            .map(|c| c.manifest_url.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut inflight = lock(&self.inflight);
+        if let Some(p) = inflight.get(&key) {
+            return p.clone();
+        }
+        let task = tokio::spawn(self.clone().check(
+            policy.clone(),
+            candidates.to_vec(),
+            key.clone(),
+        ));
+        let pending = async move { task.await.unwrap_or_default() }
+            .boxed()
+            .shared();
+        inflight.insert(key, pending.clone());
+        pending
+    }
+
+    /// Asks the endpoints in order, each answer from the cache or a HEAD, until one has the
+    /// image or `verify.timeout` has passed; caches what it learns.
+    async fn check(
+        self: Arc<Self>,
+        policy: Arc<Policy>,
+        candidates: Vec<Candidate>,
+        key: String,
+    ) -> Verdict {
+        let deadline = tokio::time::Instant::now() + policy.verify.timeout;
+        let mut verdict = Verdict::default();
+        for (i, c) in candidates.iter().enumerate() {
+            let answer = match self.cached_answer(&c.manifest_url) {
+                Some(a) => a,
+                None => {
+                    let started = Instant::now();
+                    let answer =
+                        match tokio::time::timeout_at(deadline, self.request(&policy, c)).await {
+                            Ok(a) => a,
+                            Err(_) => Answer::absent(TIMED_OUT),
+                        };
+                    (self.observe)(answer.label(), started.elapsed());
+                    self.store(&c.manifest_url, &answer, &policy);
+                    answer
+                }
+            };
+            if verdict.record(i, c, answer) || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        lock(&self.inflight).remove(&key);
+        verdict
     }
 
     /// A client with the TLS settings `configs` has for `host`.
@@ -125,132 +297,54 @@ impl Checker {
         Ok(client)
     }
 
-    /// Forgets clients, so new TLS settings apply (call when the policy changes).
-    pub fn reset_clients(&self) {
-        lock(&self.clients).clear();
-    }
-
-    /// Checks the endpoints of every image, in order, until `deadline`; images left unanswered by
-    /// then fail over to their original reference.
-    pub async fn verify(&self, policy: &Policy, images: &[String]) -> HashMap<String, Verdict> {
-        let deadline = tokio::time::Instant::now() + policy.verify.timeout;
-        let checks = images.iter().map(|image| async move {
-            let verdict = self.verify_image(policy, image, deadline).await;
-            (image.clone(), verdict)
-        });
-        futures::future::join_all(checks)
-            .await
-            .into_iter()
-            .collect()
-    }
-
-    async fn verify_image(
-        &self,
-        policy: &Policy,
-        image: &str,
-        deadline: tokio::time::Instant,
-    ) -> Verdict {
-        let mut verdict = Verdict::default();
-        for (i, c) in candidates(policy, image).iter().enumerate() {
-            let answer = match tokio::time::timeout_at(deadline, self.check(policy, c)).await {
-                Ok(a) => a,
-                Err(_) => Answer::absent("timed out (verify.timeout)"),
-            };
-            let present = match &answer {
-                Answer::Present { digest } => {
-                    verdict.digest = digest.clone();
-                    true
-                }
-                Answer::Absent { .. } => false,
-            };
-            verdict.tried.push(Tried {
-                endpoint: c.endpoint_url.clone(),
-                answer,
-            });
-            if present {
-                verdict.chosen = Some(i);
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-        }
-        verdict
-    }
-
-    /// One manifest check, from the cache, shared with a check already under way, or made now.
-    async fn check(&self, policy: &Policy, c: &Candidate) -> Answer {
-        let key = c.manifest_url.clone();
-        if let Some((until, answer)) = lock(&self.cache).get(&key) {
-            if Instant::now() < *until {
-                return answer.clone();
-            }
-        }
-        let pending = {
-            let mut inflight = lock(&self.inflight);
-            match inflight.get(&key) {
-                Some(p) => p.clone(),
-                None => {
-                    let request = self.request(policy, c);
-                    let p = request.boxed().shared();
-                    inflight.insert(key.clone(), p.clone());
-                    p
-                }
-            }
+    /// One manifest HEAD, with the credentials the policy has for the host if it asks for them.
+    async fn request(&self, policy: &Policy, c: &Candidate) -> Answer {
+        let client = match self.client(policy, &c.host) {
+            Ok(client) => client,
+            Err(e) => return Answer::absent(e),
         };
-        let answer = pending.await;
-        lock(&self.inflight).remove(&key);
-        let ttl = match answer {
-            Answer::Present { .. } => policy.verify.cache_ttl,
-            Answer::Absent { .. } => policy.verify.negative_cache_ttl,
-        };
-        let mut cache = lock(&self.cache);
-        if cache.len() >= MAX_CACHED {
-            let now = Instant::now();
-            cache.retain(|_, (until, _)| *until > now);
-            if cache.len() >= MAX_CACHED {
-                cache.clear();
-            }
-        }
-        cache.insert(key, (Instant::now() + ttl, answer.clone()));
-        answer
+        let credentials = || self.credentials(policy, &c.host);
+        head_manifest(&client, &c.manifest_url, credentials).await
     }
 
-    fn request(
-        &self,
-        policy: &Policy,
-        c: &Candidate,
-    ) -> impl std::future::Future<Output = Answer> + Send + 'static {
-        let client = self.client(policy, &c.host);
-        let creds = basic_credentials(policy, &c.host);
-        let url = c.manifest_url.clone();
-        let observe = self.observe.clone();
-        async move {
-            let started = Instant::now();
-            let answer = match client {
-                Ok(client) => head_manifest(&client, &url, creds.as_deref()).await,
-                Err(e) => Answer::absent(e),
-            };
-            observe(answer.label(), started.elapsed());
-            answer
+    /// `user:password` for a registry, from its `configs` source.
+    async fn credentials(&self, policy: &Policy, host: &str) -> Result<Option<String>, String> {
+        let Some(config) = policy.config_for(host) else {
+            return Ok(None);
+        };
+        if config.credentials.is_none()
+            && config.credential_file.is_none()
+            && config.credentials_secret.is_none()
+        {
+            return Ok(None);
         }
+        let resolved = match self.pull_secrets.get() {
+            Some(ps) => ps.basic_credentials(policy, host).await,
+            None => crate::secrets::resolve_entry(config, host, None)
+                .await
+                .map(|e| crate::secrets::basic_of(&e)),
+        };
+        resolved.map_err(|e| e.to_string())
     }
 }
 
-/// `user:password` for a registry from the policy's inline credentials, if any.
-fn basic_credentials(policy: &Policy, host: &str) -> Option<String> {
-    let creds = policy.config_for(host)?.credentials.as_ref()?;
-    if let Some(auth) = &creds.auth {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(auth.expose())
-            .ok()?;
-        return String::from_utf8(decoded).ok();
+impl Verdict {
+    /// Adds one endpoint's answer; whether it chose that endpoint.
+    fn record(&mut self, i: usize, c: &Candidate, answer: Answer) -> bool {
+        let present = match &answer {
+            Answer::Present { digest } => {
+                self.digest = digest.clone();
+                self.chosen = Some(i);
+                true
+            }
+            Answer::Absent { .. } => false,
+        };
+        self.tried.push(Tried {
+            endpoint: c.endpoint_url.clone(),
+            answer,
+        });
+        present
     }
-    Some(format!(
-        "{}:{}",
-        creds.username.as_deref()?,
-        creds.password.as_ref()?.expose()
-    ))
 }
 
 fn basic_header(userpass: &str) -> String {
@@ -260,8 +354,13 @@ fn basic_header(userpass: &str) -> String {
     )
 }
 
-/// HEAD the manifest; on a challenge, answer it (Basic, or a Bearer token from the realm) once.
-async fn head_manifest(client: &reqwest::Client, url: &str, creds: Option<&str>) -> Answer {
+/// HEAD the manifest; on a challenge, answer it (Basic, or a Bearer token from the realm) once,
+/// with the credentials `credentials` finds (asked only then).
+async fn head_manifest<F, Fut>(client: &reqwest::Client, url: &str, credentials: F) -> Answer
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, String>>,
+{
     let head = |auth: Option<String>| {
         let mut req = client.head(url).header(reqwest::header::ACCEPT, ACCEPT);
         if let Some(a) = auth {
@@ -280,6 +379,11 @@ async fn head_manifest(client: &reqwest::Client, url: &str, creds: Option<&str>)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let creds = match credentials().await {
+            Ok(c) => c,
+            Err(why) => return Answer::absent(format!("unauthorized: {why}")),
+        };
+        let creds = creds.as_deref();
         let auth = match challenge.split_once(' ') {
             Some((scheme, params)) if scheme.eq_ignore_ascii_case("bearer") => {
                 match bearer_token(client, params, creds).await {

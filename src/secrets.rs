@@ -12,7 +12,7 @@ use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 
-use crate::policy::{Credentials, Policy};
+use crate::policy::{Credentials, Policy, RegistryConfig};
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "image-mirror-webhook";
@@ -120,6 +120,66 @@ pub enum SecretError {
     Source(String, String),
 }
 
+/// The `auths` entry for `host` from its `configs` source: inline credentials, a Docker config
+/// file, or a Secret in the webhook's namespace (read through `secrets`, when given).
+pub async fn resolve_entry(
+    config: &RegistryConfig,
+    host: &str,
+    secrets: Option<&Api<Secret>>,
+) -> Result<Value, SecretError> {
+    let err = |why: String| SecretError::Source(host.to_owned(), why);
+    if let Some(name) = &config.credentials_secret {
+        let Some(api) = secrets else {
+            return Err(err(format!(
+                "its credentials are in Secret {name}, which only `serve --pull-secrets` reads"
+            )));
+        };
+        let secret = api.get(name).await?;
+        let data = secret.data.unwrap_or_default();
+        if let Some(cfg) = data.get(DOCKER_CONFIG_KEY) {
+            entry_in_config(&cfg.0, host)
+                .ok_or_else(|| err(format!("Secret {name} has no auths entry for it")))
+        } else {
+            let text = |k: &str| {
+                data.get(k)
+                    .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            };
+            let (Some(username), Some(password)) = (text("username"), text("password")) else {
+                return Err(err(format!(
+                    "Secret {name} has neither .dockerconfigjson nor username and password"
+                )));
+            };
+            Ok(entry(&Credentials {
+                username: Some(username),
+                password: Some(crate::policy::Secret::new(password)),
+                ..Credentials::default()
+            }))
+        }
+    } else if let Some(c) = &config.credentials {
+        Ok(entry(c))
+    } else if let Some(path) = &config.credential_file {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| err(format!("cannot read {path}: {e}")))?;
+        entry_in_config(&bytes, host)
+            .ok_or_else(|| err(format!("{path} has no auths entry for it")))
+    } else {
+        Err(err("no credentials".into()))
+    }
+}
+
+/// `user:password` from an `auths` entry (its `auth`, or `username` and `password`).
+pub fn basic_of(entry: &Value) -> Option<String> {
+    if let Some(auth) = entry.get("auth").and_then(Value::as_str) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth)
+            .ok()?;
+        return String::from_utf8(decoded).ok();
+    }
+    let field = |k: &str| entry.get(k).and_then(Value::as_str);
+    Some(format!("{}:{}", field("username")?, field("password")?))
+}
+
 /// (namespace, name) of a Secret.
 type SecretKey = (String, String);
 
@@ -151,45 +211,22 @@ impl PullSecrets {
 
     /// The `.dockerconfigjson` for `host` from the policy's source for it.
     async fn resolve(&self, policy: &Policy, host: &str) -> Result<Arc<Vec<u8>>, SecretError> {
-        let err = |why: String| SecretError::Source(host.to_owned(), why);
         let config = policy
             .config_for(host)
-            .ok_or_else(|| err("no configs entry".into()))?;
-        let entry = if let Some(name) = &config.credentials_secret {
-            let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.own_namespace);
-            let secret = api.get(name).await?;
-            let data = secret.data.unwrap_or_default();
-            if let Some(cfg) = data.get(DOCKER_CONFIG_KEY) {
-                entry_in_config(&cfg.0, host)
-                    .ok_or_else(|| err(format!("Secret {name} has no auths entry for it")))?
-            } else {
-                let text = |k: &str| {
-                    data.get(k)
-                        .and_then(|v| String::from_utf8(v.0.clone()).ok())
-                };
-                let (Some(username), Some(password)) = (text("username"), text("password")) else {
-                    return Err(err(format!(
-                        "Secret {name} has neither .dockerconfigjson nor username and password"
-                    )));
-                };
-                entry(&Credentials {
-                    username: Some(username),
-                    password: Some(crate::policy::Secret::new(password)),
-                    ..Credentials::default()
-                })
-            }
-        } else if let Some(c) = &config.credentials {
-            entry(c)
-        } else if let Some(path) = &config.credential_file {
-            let bytes = tokio::fs::read(path)
-                .await
-                .map_err(|e| err(format!("cannot read {path}: {e}")))?;
-            entry_in_config(&bytes, host)
-                .ok_or_else(|| err(format!("{path} has no auths entry for it")))?
-        } else {
-            return Err(err("no credentials".into()));
-        };
+            .ok_or_else(|| SecretError::Source(host.to_owned(), "no configs entry".into()))?;
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.own_namespace);
+        let entry = resolve_entry(config, host, Some(&api)).await?;
         Ok(Arc::new(docker_config(host, entry)))
+    }
+
+    /// `user:password` for `host` from the policy's credentials, for registry checks.
+    pub async fn basic_credentials(
+        &self,
+        policy: &Policy,
+        host: &str,
+    ) -> Result<Option<String>, SecretError> {
+        let data = self.data_for(policy, host).await?;
+        Ok(entry_in_config(&data, host).and_then(|e| basic_of(&e)))
     }
 
     async fn data_for(&self, policy: &Policy, host: &str) -> Result<Arc<Vec<u8>>, SecretError> {

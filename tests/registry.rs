@@ -162,7 +162,7 @@ fn setup() -> Setup {
     }
 }
 
-fn policy(s: &Setup, password: &str) -> Policy {
+fn policy(s: &Setup, password: &str) -> Arc<Policy> {
     let text = format!(
         "mirrors:\n  docker.io:\n    endpoint: [\"https://127.0.0.1:{}\", \"http://127.0.0.1:{}\"]\nconfigs:\n  \"127.0.0.1:{}\":\n    auth: {{username: {USER}, password: {password}}}\n    tls: {{ca_file: {}}}\nverify: {{enabled: true, timeout: 2s}}\n",
         s.secure.port,
@@ -170,10 +170,10 @@ fn policy(s: &Setup, password: &str) -> Policy {
         s.secure.port,
         s.ca.display()
     );
-    Policy::load(&text).unwrap().policy
+    Arc::new(Policy::load(&text).unwrap().policy)
 }
 
-async fn chosen(p: &Policy, image: &str) -> (Option<usize>, Vec<String>) {
+async fn chosen(p: &Arc<Policy>, image: &str) -> (Option<usize>, Vec<String>) {
     let c = Checker::new(Arc::new(|_: &str, _: Duration| {}));
     let v = c
         .verify(p, &[image.to_owned()])
@@ -221,12 +221,14 @@ async fn real_registries_with_tls_htpasswd_and_plain_http() {
         (None, vec!["absent".into(), "absent".into()])
     );
     // Without the CA the TLS registry cannot be trusted: passed over, not an error.
-    let no_ca = Policy::load(&format!(
-        "mirrors:\n  docker.io:\n    endpoint: [\"https://127.0.0.1:{}\"]\nverify: {{enabled: true}}\n",
-        s.secure.port
-    ))
-    .unwrap()
-    .policy;
+    let no_ca = Arc::new(
+        Policy::load(&format!(
+            "mirrors:\n  docker.io:\n    endpoint: [\"https://127.0.0.1:{}\"]\nverify: {{enabled: true}}\n",
+            s.secure.port
+        ))
+        .unwrap()
+        .policy,
+    );
     assert_eq!(chosen(&no_ca, "nginx:1.0").await.0, None);
     // The plain registry goes down: its images fail over.
     s.plain.child.kill().ok();

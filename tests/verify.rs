@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use common::fake_registry::{FakeRegistry, DIGEST};
 use image_mirror_webhook::dryrun;
 use image_mirror_webhook::policy::Policy;
@@ -18,14 +19,14 @@ fn checker() -> Checker {
     Checker::new(Arc::new(|_: &str, _: Duration| {}))
 }
 
-fn policy(endpoints: &[String], extra: &str) -> Policy {
+fn policy(endpoints: &[String], extra: &str) -> Arc<Policy> {
     let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
     let text = format!(
         "mirrors:\n  docker.io:\n    endpoint: [{}]\nverify:\n  enabled: true\n  timeout: 500ms\n  cacheTTL: 30s\n  negativeCacheTTL: 10s\n{extra}",
         list.join(", ")
     );
     match Policy::load(&text) {
-        Ok(l) => l.policy,
+        Ok(l) => Arc::new(l.policy),
         Err(e) => panic!("{e}"),
     }
 }
@@ -34,7 +35,7 @@ fn http(r: &FakeRegistry) -> String {
     format!("http://{}", r.host())
 }
 
-async fn result(c: &Checker, p: &Policy, image: &str) -> (Option<String>, Vec<String>) {
+async fn result(c: &Checker, p: &Arc<Policy>, image: &str) -> (Option<String>, Vec<String>) {
     let verdicts = c.verify(p, &[image.to_owned()]).await;
     let report = dryrun::explain_with(p, &[image.to_owned()], None, Some(&verdicts));
     let d = &report.results[0].decisions[0].decision;
@@ -161,7 +162,7 @@ async fn a_burst_makes_one_request_per_endpoint_and_answers_are_cached() {
     a.delay(Duration::from_millis(100));
     b.delay(Duration::from_millis(100));
     b.add("library/nginx");
-    let p = Arc::new(policy(&[http(&a), http(&b)], ""));
+    let p = policy(&[http(&a), http(&b)], "");
     let c = Arc::new(checker());
     let burst: Vec<_> = (0..500)
         .map(|_| {
@@ -184,12 +185,14 @@ async fn pin_digest_adds_the_digest_the_mirror_answered() {
     let a = FakeRegistry::start().await;
     a.add("team/app");
     let p = policy(&[http(&a)], "");
-    let pinned = Policy::load(&format!(
-        "mirrors:\n  docker.io:\n    endpoint: [\"{}\"]\nverify: {{enabled: true, pinDigest: true}}\n",
-        http(&a)
-    ))
-    .unwrap()
-    .policy;
+    let pinned = Arc::new(
+        Policy::load(&format!(
+            "mirrors:\n  docker.io:\n    endpoint: [\"{}\"]\nverify: {{enabled: true, pinDigest: true}}\n",
+            http(&a)
+        ))
+        .unwrap()
+        .policy,
+    );
     let c = checker();
     assert_eq!(
         result(&c, &p, "team/app:1").await.0,
@@ -269,5 +272,97 @@ async fn serve_checks_before_answering_and_the_dry_run_shows_what_was_tried() {
     assert!(
         metrics.contains("image_mirror_verify_checks_total{result=\"present\"}"),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_registry_that_hangs_is_asked_again_once_its_negative_answer_expires() {
+    let a = FakeRegistry::start().await;
+    a.add("library/nginx");
+    a.delay(Duration::from_secs(30));
+    let p = Arc::new(
+        Policy::load(&format!(
+            "mirrors:\n  docker.io:\n    endpoint: [\"{}\"]\nverify: {{enabled: true, timeout: 300ms, negativeCacheTTL: 500ms}}\n",
+            http(&a)
+        ))
+        .unwrap()
+        .policy,
+    );
+    let c = checker();
+    let (chosen, tried) = result(&c, &p, "nginx").await;
+    assert_eq!(chosen, None);
+    assert!(tried[0].contains("timed out"), "{tried:?}");
+    // The timeout is an answer for a while: no review waits on the hung registry again.
+    let started = Instant::now();
+    let (_, tried) = result(&c, &p, "nginx").await;
+    assert!(tried[0].contains("timed out"), "{tried:?}");
+    assert!(started.elapsed() < Duration::from_millis(300));
+    assert_eq!(a.heads("library/nginx"), 1);
+    // The registry recovers; once the answer expires, a new request finds the image.
+    a.delay(Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (chosen, tried) = result(&c, &p, "nginx").await;
+    assert_eq!(
+        chosen,
+        Some(format!("{}/library/nginx", a.host())),
+        "{tried:?}"
+    );
+    assert_eq!(a.heads("library/nginx"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_from_a_docker_config_file_and_from_a_secret() {
+    let a = FakeRegistry::start().await;
+    a.add("library/nginx");
+    a.require("robot:pw", false);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+
+    // Anthos pullCredentialConfigPath: a Docker config.json on the webhook's file system.
+    let dir = common::TempDir::new("verify-config");
+    let path = dir.path("config.json");
+    let config = serde_json::json!({"auths": {(a.host()): {"auth": b64("robot:pw")}}});
+    std::fs::write(&path, config.to_string()).unwrap();
+    let anthos = Arc::new(
+        Policy::load(&format!(
+            "registryMirrors:\n  - endpoint: {}\n    pullCredentialConfigPath: {}\nverify: {{enabled: true}}\n",
+            http(&a),
+            path.display()
+        ))
+        .unwrap()
+        .policy,
+    );
+    let (chosen, tried) = result(&checker(), &anthos, "nginx").await;
+    assert_eq!(
+        chosen,
+        Some(format!("{}/library/nginx", a.host())),
+        "{tried:?}"
+    );
+
+    // credentialsSecret: read through the Kubernetes API by `serve --pull-secrets`; without it
+    // the endpoint is passed over with the reason.
+    let by_secret = policy(
+        &[http(&a)],
+        &format!(
+            "configs:\n  \"{}\":\n    credentialsSecret: mirror-login\n",
+            a.host()
+        ),
+    );
+    let (chosen, tried) = result(&checker(), &by_secret, "nginx").await;
+    assert_eq!(chosen, None);
+    assert!(tried[0].contains("--pull-secrets"), "{tried:?}");
+
+    let api = common::fake_api::FakeApi::start().await;
+    api.put_secret("default", "mirror-login", serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "type": "kubernetes.io/basic-auth", "metadata": {"name": "mirror-login", "namespace": "default"},
+        "data": {"username": b64("robot"), "password": b64("pw")}}));
+    let pull_secrets = Arc::new(image_mirror_webhook::secrets::PullSecrets::new(
+        api.client(),
+    ));
+    let c = checker().with_pull_secrets(pull_secrets);
+    let (chosen, tried) = result(&c, &by_secret, "nginx").await;
+    assert_eq!(
+        chosen,
+        Some(format!("{}/library/nginx", a.host())),
+        "{tried:?}"
     );
 }

@@ -185,7 +185,7 @@ impl State {
                     .count();
                 self.policy.store(Some(Arc::new(loaded.policy)));
                 // TLS settings for registries may have changed.
-                self.checker.reset_clients();
+                self.checker.reset();
                 Metrics::reload(&self.metrics.policy_reloads, true);
                 tracing::info!(origin, warnings, "policy loaded");
                 Ok(warnings)
@@ -236,7 +236,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
     let mut tasks = tokio::task::JoinSet::new();
     if let (true, Some(client)) = (args.pull_secrets, client.clone()) {
-        state.pull_secrets = Some(Arc::new(crate::secrets::PullSecrets::new(client.clone())));
+        let pull_secrets = Arc::new(crate::secrets::PullSecrets::new(client.clone()));
+        state.checker = state.checker.with_pull_secrets(pull_secrets.clone());
+        state.pull_secrets = Some(pull_secrets);
         let (store, watch) = crate::secrets::watch_namespace_secrets(client);
         state.namespace_secrets = Some(store);
         tasks.spawn(watch);
