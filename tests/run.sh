@@ -19,6 +19,9 @@ need kubectl || apt_install kubernetes-client
 # Helm's own library lints the chart (tests/chart/lint.py); it declares Python 3.12 but works on 3.11.
 python3 -c 'import helm_sdkpy' 2>/dev/null ||
   python3 -m pip install -q --ignore-requires-python helm-sdkpy </dev/null
+# Helm's rendering engine (tests/chart/render.py): what the chart gives a cluster.
+python3 -c 'import helm_python' 2>/dev/null ||
+  python3 -m pip install -q 'helm-python-sdk>=0.2.2,<0.3' </dev/null
 # openssl runs certs/make-dev-certs.sh in tests/server.rs.
 need openssl || apt_install openssl
 # Real registries for tests/registry.rs: docker-registry, skopeo to push, htpasswd for its users.
@@ -29,5 +32,8 @@ need htpasswd || apt_install apache2-utils
 python3 tests/chart/lint.py
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# The rendered chart, checked against the binary it deploys.
+cargo build --locked --quiet
+python3 tests/chart/render.py "${CARGO_TARGET_DIR:-target}/debug/image-mirror-webhook"
 # Library, binary and integration tests (there are no doc tests).
 cargo test --locked --lib --bins --tests

@@ -1,0 +1,217 @@
+"""Renders the Helm chart with Helm's own engine (helm-python-sdk) for each certificate mode and
+option, and checks what the cluster would get: the webhook registration (rules, selectors that keep
+the webhook off its own Pods, failure policy, side effects, the CA bundle's source), that the
+Service, Deployment and webhook agree on names and ports, least-privilege RBAC, and that the
+rendered arguments and policy are ones the binary accepts.
+
+    python3 tests/chart/render.py PATH-TO-BINARY
+"""
+
+import pathlib
+import subprocess
+import sys
+
+import helm_python as helm
+import yaml
+
+CHART = pathlib.Path(__file__).resolve().parents[2] / "charts" / "image-mirror-webhook"
+RELEASE, NAMESPACE = "imw", "mirror"
+FULL = "imw-image-mirror-webhook"
+SKIP = "image-mirror-webhook.io/skip"
+
+failures = []
+
+
+def check(case, what, ok, got=None):
+    if not ok:
+        failures.append(f"{case}: {what}" + (f" (got {got!r})" if got is not None else ""))
+
+
+def render(values):
+    chart = helm.Chart.load(str(CHART))
+    try:
+        out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    finally:
+        chart.close()
+    docs = []
+    for name, text in out.items():
+        if name.endswith(".yaml") and "/tests/" not in name:
+            docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def one(docs, kind, name=None):
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    return found[0] if len(found) == 1 else None
+
+
+def flag(args, name):
+    """The value of --name=value among args; True for a bare --name; None when absent."""
+    for a in args:
+        if a == f"--{name}":
+            return True
+        if a.startswith(f"--{name}="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def common(case, docs, binary):
+    mwc = one(docs, "MutatingWebhookConfiguration")
+    deploy = one(docs, "Deployment")
+    service = one(docs, "Service")
+    if not (mwc and deploy and service):
+        check(case, "one MutatingWebhookConfiguration, Deployment and Service", False)
+        return None, None, None
+    hook = mwc["webhooks"][0]
+    check(case, "admissionReviewVersions [v1]", hook["admissionReviewVersions"] == ["v1"])
+    check(case, "sideEffects NoneOnDryRun", hook["sideEffects"] == "NoneOnDryRun")
+    check(case, "reinvocationPolicy IfNeeded", hook.get("reinvocationPolicy") == "IfNeeded")
+    rules = {(tuple(r["operations"]), tuple(r["resources"])) for r in hook["rules"]}
+    check(case, "rules: pods CREATE, pods/ephemeralcontainers UPDATE",
+          rules == {(("CREATE",), ("pods",)), (("UPDATE",), ("pods/ephemeralcontainers",))}, rules)
+    svc = hook["clientConfig"]["service"]
+    check(case, "clientConfig names the Service", (svc["name"], svc["namespace"], svc["path"]) ==
+          (service["metadata"]["name"], NAMESPACE, "/mutate"), svc)
+    port = next((p for p in service["spec"]["ports"] if p["port"] == svc["port"]), None)
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    names = {p["name"]: p["containerPort"] for p in container["ports"]}
+    check(case, "the webhook port reaches the container's https port",
+          port is not None and port["targetPort"] == "https" and "https" in names, port)
+    check(case, "https port is the --listen port",
+          str(names.get("https")) == str(flag(container["args"], "listen")).rsplit(":", 1)[-1])
+    pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
+    check(case, "Service selects the Deployment's Pods",
+          all(pod_labels.get(k) == v for k, v in service["spec"]["selector"].items()))
+    check(case, "the webhook's own Pods carry the skip label", pod_labels.get(SKIP) == "true")
+    ns_exprs = hook["namespaceSelector"]["matchExpressions"]
+    check(case, "the release namespace is excluded", {"key": "kubernetes.io/metadata.name",
+          "operator": "NotIn", "values": [NAMESPACE]} in ns_exprs, ns_exprs)
+    obj_exprs = hook["objectSelector"]["matchExpressions"]
+    check(case, "Pods with the skip label are not sent",
+          {"key": SKIP, "operator": "NotIn", "values": ["true"]} in obj_exprs, obj_exprs)
+
+    # The binary accepts the rendered arguments (clap stops at --help only once all parsed).
+    args = container["args"]
+    r = subprocess.run([binary, *args, "--help"], capture_output=True, text=True)
+    check(case, f"the binary accepts {args}", r.returncode == 0, r.stderr.strip())
+    # The policy ConfigMap the Deployment watches exists (or is the user's) and passes `check`.
+    cm_ref = flag(args, "policy-configmap")
+    check(case, "--policy-configmap is in the release namespace",
+          isinstance(cm_ref, str) and cm_ref.startswith(f"{NAMESPACE}/"), cm_ref)
+    cm_name = str(cm_ref).split("/", 1)[-1]
+    role = one(docs, "Role")
+    cm_rules = [r for r in role["rules"] if "configmaps" in r["resources"]]
+    check(case, "the Role reads only the policy ConfigMap",
+          len(cm_rules) == 1 and cm_rules[0]["resourceNames"] == [cm_name]
+          and sorted(cm_rules[0]["verbs"]) == ["get", "list", "watch"], cm_rules)
+    cm = one(docs, "ConfigMap", cm_name)
+    if cm is not None:
+        r = subprocess.run([binary, "check", "--policy-file", "-"], input=cm["data"]["policy.yaml"],
+                           capture_output=True, text=True)
+        check(case, "the rendered policy passes `check`", r.returncode == 0, r.stdout + r.stderr)
+    return hook, container, deploy
+
+
+def main(binary):
+    # Defaults: self-managed certificates, Ignore, the chart's policy.
+    case = "default values"
+    docs = render({})
+    hook, c, deploy = common(case, docs, binary)
+    if hook:
+        check(case, "failurePolicy Ignore", hook["failurePolicy"] == "Ignore")
+        check(case, "no caBundle in the chart: the webhook writes it", "caBundle" not in hook["clientConfig"])
+        check(case, "--webhook-configuration names the MutatingWebhookConfiguration",
+              flag(c["args"], "webhook-configuration") == FULL)
+        check(case, "--cert-secret in the release namespace",
+              flag(c["args"], "cert-secret") == f"{NAMESPACE}/{FULL}-tls")
+        dns = str(flag(c["args"], "cert-dns-names")).split(",")
+        check(case, "the certificate covers the Service's DNS name", f"{FULL}.{NAMESPACE}.svc" in dns, dns)
+        cluster = one(docs, "ClusterRole", FULL)
+        check(case, "the ClusterRole patches only this webhook configuration",
+              cluster is not None and all(r.get("resourceNames") == [FULL] for r in cluster["rules"]),
+              cluster and cluster["rules"])
+        check(case, "no Secret access cluster-wide without pullSecrets",
+              one(docs, "ClusterRole", f"{FULL}-pull-secrets") is None)
+        check(case, "not fail-closed", flag(c["args"], "fail-closed") is None)
+        check(case, "a PodDisruptionBudget", one(docs, "PodDisruptionBudget") is not None)
+
+    case = "certManager"
+    docs = render({"certificates": {"mode": "certManager"}})
+    hook, c, deploy = common(case, docs, binary)
+    if hook:
+        mwc = one(docs, "MutatingWebhookConfiguration")
+        cert = one(docs, "Certificate")
+        check(case, "cert-manager injects the Certificate's CA",
+              cert is not None and mwc["metadata"].get("annotations", {}).get("cert-manager.io/inject-ca-from")
+              == f"{NAMESPACE}/{cert['metadata']['name']}")
+        check(case, "a self-signed Issuer when none is given", one(docs, "Issuer") is not None)
+        secret = cert["spec"]["secretName"] if cert else None
+        volumes = deploy["spec"]["template"]["spec"].get("volumes", [])
+        check(case, "the Deployment mounts the Certificate's Secret",
+              any(v.get("secret", {}).get("secretName") == secret for v in volumes), volumes)
+        check(case, "serves the mounted pair",
+              flag(c["args"], "tls-cert") == "/tls/tls.crt" and flag(c["args"], "tls-key") == "/tls/tls.key")
+        check(case, "no self-managed flags", flag(c["args"], "cert-secret") is None)
+
+    case = "certManager with an issuer"
+    docs = render({"certificates": {"mode": "certManager",
+                                    "certManager": {"issuerRef": {"name": "ca", "kind": "ClusterIssuer"}}}})
+    common(case, docs, binary)
+    cert = one(docs, "Certificate")
+    check(case, "the given issuer is used", cert is not None and cert["spec"]["issuerRef"]["name"] == "ca")
+    check(case, "no Issuer of its own", one(docs, "Issuer") is None)
+
+    case = "existingSecret"
+    docs = render({"certificates": {"mode": "existingSecret",
+                                    "existingSecret": {"name": "my-tls", "caBundle": "QUJD"}}})
+    hook, c, deploy = common(case, docs, binary)
+    if hook:
+        check(case, "the given caBundle", hook["clientConfig"].get("caBundle") == "QUJD")
+        volumes = deploy["spec"]["template"]["spec"].get("volumes", [])
+        check(case, "mounts the given Secret",
+              any(v.get("secret", {}).get("secretName") == "my-tls" for v in volumes), volumes)
+
+    case = "pull secrets, fail closed, Fail, existing ConfigMap"
+    docs = render({"pullSecrets": {"enabled": True},
+                   "webhook": {"failClosed": True, "failurePolicy": "Fail"},
+                   "existingPolicyConfigMap": "my-policy"})
+    hook, c, deploy = common(case, docs, binary)
+    if hook:
+        check(case, "failurePolicy Fail", hook["failurePolicy"] == "Fail")
+        check(case, "--fail-closed", flag(c["args"], "fail-closed") is True)
+        check(case, "--pull-secrets", flag(c["args"], "pull-secrets") is True)
+        check(case, "watches the user's ConfigMap",
+              flag(c["args"], "policy-configmap") == f"{NAMESPACE}/my-policy")
+        check(case, "renders no ConfigMap of its own", one(docs, "ConfigMap") is None)
+        role = one(docs, "ClusterRole", f"{FULL}-pull-secrets")
+        verbs = sorted(role["rules"][0]["verbs"]) if role else None
+        check(case, "Secrets: get, list, watch, create, update; never delete or patch",
+              verbs == ["create", "get", "list", "update", "watch"], verbs)
+
+    case = "the user's selectors are kept"
+    docs = render({"webhook": {"namespaceSelector": {"matchLabels": {"mirror": "on"}},
+                               "objectSelector": {"matchExpressions": [
+                                   {"key": "tier", "operator": "In", "values": ["web"]}]}}})
+    hook, _, _ = common(case, docs, binary)
+    if hook:
+        check(case, "namespace matchLabels kept",
+              hook["namespaceSelector"].get("matchLabels") == {"mirror": "on"}, hook["namespaceSelector"])
+        check(case, "object expressions kept", {"key": "tier", "operator": "In", "values": ["web"]}
+              in hook["objectSelector"]["matchExpressions"], hook["objectSelector"])
+
+    case = "a policy with verify and KCI"
+    docs = render({"policy": {"mirrors": {"docker.io": {"endpoint": ["https://m.example.com"]}},
+                              "verify": {"enabled": True, "timeout": "500ms"},
+                              "kci": {"enabled": "auto"}}})
+    common(case, docs, binary)
+
+    if failures:
+        print("chart render: FAILED", *failures, sep="\n  ")
+        sys.exit(1)
+    print("chart render: every case as expected")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
