@@ -390,83 +390,221 @@ fn secret_object(
     }
 }
 
-/// `kubernetes.io/dockerconfigjson` Secrets of every namespace, kept by a watch, holding only the
-/// `auths` keys (no credentials stay in memory).
-pub type NamespaceSecrets = kube::runtime::reflector::Store<Secret>;
-
-/// Starts the cache of existing pull secrets; the returned future runs the watch.
-pub fn watch_namespace_secrets(
-    client: Client,
-) -> (NamespaceSecrets, impl std::future::Future<Output = ()>) {
-    use futures::StreamExt;
-    use kube::runtime::{reflector, watcher, WatchStreamExt};
-    let api: Api<Secret> = Api::all(client);
-    let (reader, writer) = reflector::store();
-    let config = watcher::Config::default().fields(&format!("type={DOCKER_CONFIG_TYPE}"));
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(keep_auth_keys);
-    let run = reflector::reflector(writer, stream).for_each(|event| async move {
-        if let Err(e) = event {
-            tracing::warn!(error = %e, "pull secret watch failed; retrying with backoff");
-        }
-    });
-    (reader, run)
+/// The registry credentials Secrets (`kubernetes.io/dockerconfigjson`) of every namespace that
+/// this webhook does not manage, kept by a watch and indexed by namespace: for each only its name
+/// and the registries its `auths` names, so no credential stays in memory and a lookup reads only
+/// the Pod's namespace.
+#[derive(Clone, Default)]
+pub struct NamespaceSecrets {
+    live: Arc<std::sync::RwLock<SecretIndex>>,
 }
 
-/// Replaces a Secret's data with its `auths` keys alone.
-fn keep_auth_keys(secret: &mut Secret) {
+/// Namespace → Secret name → the `auths` keys it holds.
+type SecretIndex = HashMap<String, std::collections::BTreeMap<String, Vec<String>>>;
+
+impl NamespaceSecrets {
+    /// Names, sorted, of the Secrets in `namespace` whose `auths` cover `host`.
+    pub fn covering(&self, namespace: &str, host: &str) -> Vec<String> {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        live.get(namespace)
+            .into_iter()
+            .flatten()
+            .filter(|(_, keys)| keys.iter().any(|k| auths_key_covers(k, host)))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Applies one watch event. A relist is gathered aside (`Init` … `InitDone`) and then
+    /// replaces the index at once, so lookups never see a half-listed cluster.
+    pub fn apply(&self, event: kube::runtime::watcher::Event<Secret>, relist: &mut SecretIndex) {
+        use kube::runtime::watcher::Event;
+        let live = || self.live.write().unwrap_or_else(|p| p.into_inner());
+        match event {
+            Event::Init => relist.clear(),
+            Event::InitApply(s) => index_secret(relist, &s),
+            Event::InitDone => *live() = std::mem::take(relist),
+            Event::Apply(s) => index_secret(&mut live(), &s),
+            Event::Delete(s) => {
+                if let (Some(ns), Some(name)) = (&s.metadata.namespace, &s.metadata.name) {
+                    if let Some(names) = live().get_mut(ns) {
+                        names.remove(name);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Records a Secret's `auths` keys, or forgets it when this webhook manages it.
+fn index_secret(index: &mut SecretIndex, secret: &Secret) {
+    let (Some(ns), Some(name)) = (&secret.metadata.namespace, &secret.metadata.name) else {
+        return;
+    };
+    let managed = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == MANAGED_BY);
+    let names = index.entry(ns.clone()).or_default();
+    if managed {
+        names.remove(name);
+        return;
+    }
     let keys: Vec<String> = secret
         .data
         .as_ref()
         .and_then(|d| d.get(DOCKER_CONFIG_KEY))
         .and_then(|b| serde_json::from_slice::<Value>(&b.0).ok())
-        .and_then(|v| {
-            v.get("auths")?
-                .as_object()
-                .map(|m| m.keys().cloned().collect())
-        })
+        .and_then(|v| Some(v.get("auths")?.as_object()?.keys().cloned().collect()))
         .unwrap_or_default();
-    let auths: serde_json::Map<String, Value> = keys.into_iter().map(|k| (k, json!({}))).collect();
-    let stripped = serde_json::to_vec(&json!({ "auths": auths })).unwrap_or_default();
-    secret.data = Some([(DOCKER_CONFIG_KEY.to_owned(), ByteString(stripped))].into());
-    secret.metadata.managed_fields = None;
+    names.insert(name.clone(), keys);
 }
 
-/// Names of the cached Secrets in `namespace` whose `auths` cover `host`, not counting the ones
-/// this webhook manages.
-pub fn covering(store: &NamespaceSecrets, namespace: &str, host: &str) -> Vec<String> {
-    let mut names: Vec<String> = store
-        .state()
-        .iter()
-        .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|s| {
-            s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(MANAGED_BY_LABEL))
-                .map(String::as_str)
-                != Some(MANAGED_BY)
-        })
-        .filter(|s| {
-            stored(s)
-                .and_then(|d| serde_json::from_slice::<Value>(&d).ok())
-                .and_then(|v| {
-                    v.get("auths")?
-                        .as_object()
-                        .map(|m| m.keys().any(|k| auths_key_covers(k, host)))
-                })
-                .unwrap_or(false)
-        })
-        .filter_map(|s| s.metadata.name.clone())
-        .collect();
-    names.sort();
-    names
+/// Starts the index of existing pull secrets; the returned future runs the watch.
+pub fn watch_namespace_secrets(
+    client: Client,
+) -> (NamespaceSecrets, impl std::future::Future<Output = ()>) {
+    use futures::StreamExt;
+    use kube::runtime::{watcher, WatchStreamExt};
+    let api: Api<Secret> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("type={DOCKER_CONFIG_TYPE}"));
+    let index = NamespaceSecrets::default();
+    let kept = index.clone();
+    let run = async move {
+        let mut relist = SecretIndex::new();
+        let mut events = std::pin::pin!(watcher(api, config).default_backoff());
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => kept.apply(event, &mut relist),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pull secret watch failed; retrying with backoff")
+                }
+            }
+        }
+    };
+    (index, run)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pull_secret(ns: &str, name: &str, registries: &[&str], managed: bool) -> Secret {
+        let auths: serde_json::Map<String, Value> = registries
+            .iter()
+            .map(|r| (r.to_string(), json!({"auth": "c2VjcmV0"})))
+            .collect();
+        let mut s = secret_object(
+            ns,
+            name,
+            "x",
+            &serde_json::to_vec(&json!({ "auths": auths })).unwrap(),
+            None,
+        );
+        if !managed {
+            s.metadata.labels = None;
+        }
+        s
+    }
+
+    #[test]
+    fn the_secret_index_follows_the_watch() {
+        use kube::runtime::watcher::Event;
+        let index = NamespaceSecrets::default();
+        let mut relist = SecretIndex::new();
+        let apply = |e, relist: &mut SecretIndex| index.apply(e, relist);
+        apply(Event::Init, &mut relist);
+        apply(
+            Event::InitApply(pull_secret(
+                "shop",
+                "rancher-cred",
+                &["https://mirror.example.com:5000/v2/"],
+                false,
+            )),
+            &mut relist,
+        );
+        apply(
+            Event::InitApply(pull_secret(
+                "shop",
+                "hub",
+                &["https://index.docker.io/v1/"],
+                false,
+            )),
+            &mut relist,
+        );
+        apply(
+            Event::InitApply(pull_secret(
+                "shop",
+                "imw-pull-x",
+                &["mirror.example.com:5000"],
+                true,
+            )),
+            &mut relist,
+        );
+        apply(
+            Event::InitApply(pull_secret(
+                "other",
+                "rancher-cred",
+                &["mirror.example.com:5000"],
+                false,
+            )),
+            &mut relist,
+        );
+        // Nothing shows until the list is complete.
+        assert!(index.covering("shop", "mirror.example.com:5000").is_empty());
+        apply(Event::InitDone, &mut relist);
+        assert_eq!(
+            index.covering("shop", "mirror.example.com:5000"),
+            ["rancher-cred"]
+        );
+        assert_eq!(index.covering("shop", "docker.io"), ["hub"]);
+        assert!(index.covering("dev", "docker.io").is_empty());
+
+        apply(
+            Event::Apply(pull_secret(
+                "shop",
+                "another",
+                &["mirror.example.com:5000"],
+                false,
+            )),
+            &mut relist,
+        );
+        assert_eq!(
+            index.covering("shop", "mirror.example.com:5000"),
+            ["another", "rancher-cred"]
+        );
+        // A Secret that changes its registries, or comes under this webhook's management, follows.
+        apply(
+            Event::Apply(pull_secret("shop", "another", &["quay.io"], false)),
+            &mut relist,
+        );
+        apply(
+            Event::Apply(pull_secret("shop", "hub", &["docker.io"], true)),
+            &mut relist,
+        );
+        assert_eq!(
+            index.covering("shop", "mirror.example.com:5000"),
+            ["rancher-cred"]
+        );
+        assert!(index.covering("shop", "docker.io").is_empty());
+        apply(
+            Event::Delete(pull_secret("shop", "rancher-cred", &[], false)),
+            &mut relist,
+        );
+        assert!(index.covering("shop", "mirror.example.com:5000").is_empty());
+
+        // A relist replaces everything at its end: what is gone from the cluster goes.
+        apply(Event::Init, &mut relist);
+        apply(
+            Event::InitApply(pull_secret("dev", "hub", &["docker.io"], false)),
+            &mut relist,
+        );
+        assert_eq!(index.covering("shop", "quay.io"), ["another"]);
+        apply(Event::InitDone, &mut relist);
+        assert!(index.covering("shop", "quay.io").is_empty());
+        assert_eq!(index.covering("dev", "docker.io"), ["hub"]);
+    }
 
     #[test]
     fn names_are_stable_readable_and_apart() {

@@ -83,7 +83,7 @@ async fn mutate(Extract(state): Extract<Arc<State>>, headers: HeaderMap, body: B
     let started = Instant::now();
     let policy = state.policy.load_full();
     let lookup = |ns: &str, host: &str| match &state.namespace_secrets {
-        Some(store) => crate::secrets::covering(store, ns, host),
+        Some(store) => store.covering(ns, host),
         None => Vec::new(),
     };
     // Read once; `verify` (I/O) runs between reading the Pod and deciding it.
