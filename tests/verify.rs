@@ -1,6 +1,7 @@
 //! `verify` against fake registries on loopback: endpoint order, failover, authentication (Basic
-//! and Bearer), 500s, a registry that is down or never answers, caches, one request for a burst,
-//! pinned digests, and what the dry-run says about each endpoint tried.
+//! and Bearer; credentials inline, from a Docker config file or a Secret), 500s, a registry that
+//! is down, never answers or hangs and recovers, caches, one request for a burst (also through
+//! `serve`: 500 reviews), pinned digests, and what the dry-run says about each endpoint tried.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -365,4 +366,39 @@ async fn credentials_from_a_docker_config_file_and_from_a_secret() {
         Some(format!("{}/library/nginx", a.host())),
         "{tried:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_answers_a_burst_of_500_reviews_with_one_head_per_endpoint() {
+    let (a, b) = (FakeRegistry::start().await, FakeRegistry::start().await);
+    a.delay(Duration::from_millis(50));
+    b.delay(Duration::from_millis(50));
+    b.add("team/app");
+    let text = format!(
+        "mirrors:\n  docker.io:\n    endpoint: [\"{}\", \"{}\"]\nverify: {{enabled: true, timeout: 5s}}\n",
+        http(&a),
+        http(&b)
+    );
+    let server = common::Server::with_policy(&text);
+    let client = server.client();
+    let url = server.url("/mutate");
+    let pod = serde_json::json!({"kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "a", "image": "team/app:3"}]}});
+    let burst: Vec<_> = (0..500)
+        .map(|i| {
+            let review = common::create_review(&format!("u{i}"), "shop", &pod, false);
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { common::post_json(&client, &url, &review).await })
+        })
+        .collect();
+    for t in burst {
+        let answer = t.await.unwrap();
+        let mut after = pod.clone();
+        json_patch::patch(&mut after, &common::decode_patch(&answer).unwrap()).unwrap();
+        assert_eq!(
+            after["spec"]["containers"][0]["image"],
+            format!("{}/team/app:3", b.host())
+        );
+    }
+    assert_eq!((a.heads("team/app"), b.heads("team/app")), (1, 1));
 }
