@@ -340,6 +340,42 @@ async fn serve_makes_secrets_before_admission_and_never_on_dry_run() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn serve_follows_registry_credentials_made_and_removed_while_it_runs() {
+    let api = FakeApi::start().await;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let s = Serve::start(&api, &serve_policy(), &[]).await;
+    let attached =
+        || async { secret_names(&s.review("shop", "quay.io/profile/image", false).await.1) };
+    assert!(attached().await.is_empty());
+    let secret = |registry: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": "testquay", "namespace": "shop"},
+            "data": {".dockerconfigjson": b64(&format!(r#"{{"auths":{{"{registry}":{{"auth":"cXVheTpwdw=="}}}}}}"#))}})
+    };
+    // Made, repointed to another registry, then deleted, each seen through the watch.
+    let until = |want: Vec<String>| {
+        let attached = &attached;
+        async move {
+            for _ in 0..100 {
+                if attached().await == want {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("attached secrets never became {want:?}");
+        }
+    };
+    api.put_secret("shop", "testquay", secret("https://quay.io/v1/"));
+    until(vec!["testquay".to_owned()]).await;
+    api.put_secret("shop", "testquay", secret("ghcr.io"));
+    until(vec![]).await;
+    api.put_secret("shop", "testquay", secret("quay.io"));
+    until(vec!["testquay".to_owned()]).await;
+    api.delete_secret("shop", "testquay");
+    until(vec![]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn api_failure_admits_with_a_warning_or_denies_when_fail_closed() {
     let api = FakeApi::start().await;
     api.fail_secret_writes(true);

@@ -1,5 +1,6 @@
-//! A small fake Kubernetes API server on loopback: ConfigMaps (list and watch, with resource
-//! versions, 410 Gone after a compaction, and watches that can be cut), and Events.
+//! A small fake Kubernetes API server on loopback: ConfigMaps and Secrets (list and watch, with
+//! resource versions, 410 Gone after a compaction, and watches that can be cut), Events, and
+//! MutatingWebhookConfigurations.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -37,6 +38,21 @@ struct Shared {
     inner: Arc<Mutex<Inner>>,
     changes: broadcast::Sender<(u64, String, Value)>,
     cuts: broadcast::Sender<()>,
+}
+
+impl Inner {
+    /// Gives `obj` the next resource version and records the change for watches.
+    fn change(
+        &mut self,
+        changes: &broadcast::Sender<(u64, String, Value)>,
+        kind: &str,
+        obj: &mut Value,
+    ) {
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.history.push((self.rv, kind.into(), obj.clone()));
+        let _ = changes.send((self.rv, kind.into(), obj.clone()));
+    }
 }
 
 pub struct FakeApi {
@@ -112,8 +128,6 @@ impl FakeApi {
     /// Creates or replaces a ConfigMap; `None` data means no `data` at all.
     pub fn put_configmap(&self, ns: &str, name: &str, data: Option<BTreeMap<&str, &str>>) {
         let mut inner = self.shared.inner.lock().unwrap();
-        inner.rv += 1;
-        let rv = inner.rv;
         let key = (ns.to_owned(), name.to_owned());
         let kind = if inner.configmaps.contains_key(&key) {
             "MODIFIED"
@@ -121,23 +135,18 @@ impl FakeApi {
             "ADDED"
         };
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "resourceVersion": rv.to_string()}});
+            "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}")}});
         if let Some(data) = data {
             cm["data"] = json!(data);
         }
-        inner.configmaps.insert(key, cm.clone());
-        inner.history.push((rv, kind.into(), cm.clone()));
-        let _ = self.shared.changes.send((rv, kind.into(), cm));
+        inner.change(&self.shared.changes, kind, &mut cm);
+        inner.configmaps.insert(key, cm);
     }
 
     pub fn delete_configmap(&self, ns: &str, name: &str) {
         let mut inner = self.shared.inner.lock().unwrap();
-        inner.rv += 1;
-        let rv = inner.rv;
         if let Some(mut cm) = inner.configmaps.remove(&(ns.to_owned(), name.to_owned())) {
-            cm["metadata"]["resourceVersion"] = json!(rv.to_string());
-            inner.history.push((rv, "DELETED".into(), cm.clone()));
-            let _ = self.shared.changes.send((rv, "DELETED".into(), cm));
+            inner.change(&self.shared.changes, "DELETED", &mut cm);
         }
     }
 
@@ -198,11 +207,21 @@ impl FakeApi {
     /// Creates or replaces a Secret as another client would.
     pub fn put_secret(&self, ns: &str, name: &str, mut secret: Value) {
         let mut inner = self.shared.inner.lock().unwrap();
-        inner.rv += 1;
-        secret["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-        inner
-            .secrets
-            .insert((ns.to_owned(), name.to_owned()), secret);
+        let key = (ns.to_owned(), name.to_owned());
+        let kind = if inner.secrets.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        inner.change(&self.shared.changes, kind, &mut secret);
+        inner.secrets.insert(key, secret);
+    }
+
+    pub fn delete_secret(&self, ns: &str, name: &str) {
+        let mut inner = self.shared.inner.lock().unwrap();
+        if let Some(mut secret) = inner.secrets.remove(&(ns.to_owned(), name.to_owned())) {
+            inner.change(&self.shared.changes, "DELETED", &mut secret);
+        }
     }
 
     /// Makes every Secret create and update fail with 500, as an unhealthy API server does.
@@ -254,59 +273,14 @@ async fn configmaps(
     Path(ns): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let selector = q.get("fieldSelector");
-    let in_ns = |cm: &Value| cm["metadata"]["namespace"] == ns.as_str() && selected(cm, selector);
-    if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        let from: u64 = q
-            .get("resourceVersion")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let (backlog, mut changes, mut cuts, gone) = {
-            let mut inner = s.inner.lock().unwrap();
-            inner.watches_started += 1;
-            let gone = from < inner.compacted_below;
-            let backlog: Vec<_> = inner
-                .history
-                .iter()
-                .filter(|(rv, _, cm)| *rv > from && in_ns(cm))
-                .cloned()
-                .collect();
-            (backlog, s.changes.subscribe(), s.cuts.subscribe(), gone)
-        };
-        if gone {
-            let status = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}});
-            return Body::from(format!("{status}\n")).into_response();
-        }
-        let ns2 = ns.clone();
-        let selector2 = selector.cloned();
-        let stream = async_stream(
-            move |tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>| async move {
-                for (_, kind, cm) in backlog {
-                    let _ = tx
-                        .send(Ok(Bytes::from(format!(
-                            "{}\n",
-                            json!({"type": kind, "object": cm})
-                        ))))
-                        .await;
-                }
-                loop {
-                    tokio::select! {
-                        change = changes.recv() => match change {
-                            Ok((rv, kind, cm)) if rv > from && cm["metadata"]["namespace"] == ns2.as_str() && selected(&cm, selector2.as_ref()) => {
-                                if tx.send(Ok(Bytes::from(format!("{}\n", json!({"type": kind, "object": cm}))))).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(_) => return,
-                        },
-                        _ = cuts.recv() => return,
-                    }
-                }
-            },
-        );
-        return Body::from_stream(stream).into_response();
+    let selector = q.get("fieldSelector").cloned();
+    let in_ns = move |cm: &Value| {
+        cm["kind"] == "ConfigMap"
+            && cm["metadata"]["namespace"] == ns.as_str()
+            && selected(cm, selector.as_ref())
+    };
+    if is_watch(&q) {
+        return watch(&s, &q, in_ns);
     }
     let mut inner = s.inner.lock().unwrap();
     inner.lists += 1;
@@ -318,6 +292,68 @@ async fn configmaps(
         .collect();
     Json(json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}))
         .into_response()
+}
+
+fn is_watch(q: &HashMap<String, String>) -> bool {
+    q.get("watch").is_some_and(|w| w == "true" || w == "1")
+}
+
+/// A watch from `resourceVersion`: the recorded changes after it that `wanted` selects, then new
+/// ones as they happen, until watches are cut; 410 Gone when that version was compacted away.
+fn watch(
+    s: &Shared,
+    q: &HashMap<String, String>,
+    wanted: impl Fn(&Value) -> bool + Send + 'static,
+) -> Response {
+    let from: u64 = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let (backlog, mut changes, mut cuts, gone) = {
+        let mut inner = s.inner.lock().unwrap();
+        inner.watches_started += 1;
+        let gone = from < inner.compacted_below;
+        let backlog: Vec<_> = inner
+            .history
+            .iter()
+            .filter(|(rv, _, obj)| *rv > from && wanted(obj))
+            .cloned()
+            .collect();
+        (backlog, s.changes.subscribe(), s.cuts.subscribe(), gone)
+    };
+    if gone {
+        let status = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}});
+        return Body::from(format!("{status}\n")).into_response();
+    }
+    let line = |kind: &str, obj: &Value| {
+        Ok(Bytes::from(format!(
+            "{}\n",
+            json!({"type": kind, "object": obj})
+        )))
+    };
+    let stream = async_stream(
+        move |tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>| async move {
+            for (_, kind, obj) in backlog {
+                let _ = tx.send(line(&kind, &obj)).await;
+            }
+            loop {
+                tokio::select! {
+                    change = changes.recv() => match change {
+                        Ok((rv, kind, obj)) if rv > from && wanted(&obj) => {
+                            if tx.send(line(&kind, &obj)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    },
+                    _ = cuts.recv() => return,
+                }
+            }
+        },
+    );
+    Body::from_stream(stream).into_response()
 }
 
 /// A stream fed by a task, ended when the task ends.
@@ -397,9 +433,8 @@ async fn create_secret(
             &format!("secrets \"{name}\" already exists"),
         );
     }
-    inner.rv += 1;
     inner.secret_writes += 1;
-    secret["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+    inner.change(&s.changes, "ADDED", &mut secret);
     inner.secrets.insert(key, secret.clone());
     (StatusCode::CREATED, Json(secret)).into_response()
 }
@@ -424,9 +459,8 @@ async fn replace_secret(
             "the object has been modified; please apply your changes to the latest version",
         );
     }
-    inner.rv += 1;
     inner.secret_writes += 1;
-    secret["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+    inner.change(&s.changes, "MODIFIED", &mut secret);
     inner.secrets.insert(key, secret.clone());
     Json(secret).into_response()
 }
@@ -456,19 +490,20 @@ async fn patch_webhook_config(
     }
 }
 
-/// Secrets of every namespace: a list filtered by `type=` field and `k=v` label selectors, or a
-/// watch that sends nothing and stays open until watches are cut.
+/// Secrets of every namespace: a list, or a watch, filtered by `type=` field and (lists only)
+/// `k=v` label selectors.
 async fn all_secrets(
     State(s): State<Shared>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        let mut cuts = s.cuts.subscribe();
-        let stream = async_stream(move |tx| async move {
-            let _ = cuts.recv().await;
-            drop(tx);
+    if is_watch(&q) {
+        let field = q
+            .get("fieldSelector")
+            .and_then(|f| f.strip_prefix("type="))
+            .map(str::to_owned);
+        return watch(&s, &q, move |obj| {
+            obj["kind"] == "Secret" && field.as_ref().is_none_or(|t| obj["type"] == t.as_str())
         });
-        return Body::from_stream(stream).into_response();
     }
     let inner = s.inner.lock().unwrap();
     let field = q
