@@ -130,7 +130,7 @@ impl Checker {
         let mut waiting = Vec::new();
         for image in images {
             let candidates = candidates(policy, image);
-            match self.inner.cached(&candidates, None) {
+            match self.inner.cached(policy, &candidates, None) {
                 Some(v) => {
                     verdicts.insert(image.clone(), v);
                 }
@@ -147,7 +147,7 @@ impl Checker {
                     Ok(v) => v,
                     Err(_) => self
                         .inner
-                        .cached(&candidates, Some(TIMED_OUT))
+                        .cached(policy, &candidates, Some(TIMED_OUT))
                         .unwrap_or_default(),
                 };
                 (image.clone(), verdict)
@@ -184,10 +184,15 @@ impl Inner {
     /// The verdict the cache gives for these candidates. With `missing`, an endpoint without a
     /// cached answer is tried with that reason and ends the walk; without it, such an endpoint
     /// means there is no verdict yet.
-    fn cached(&self, candidates: &[Candidate], missing: Option<&str>) -> Option<Verdict> {
+    fn cached(
+        &self,
+        policy: &Policy,
+        candidates: &[Candidate],
+        missing: Option<&str>,
+    ) -> Option<Verdict> {
         let mut verdict = Verdict::default();
         for (i, c) in candidates.iter().enumerate() {
-            let answer = match (self.cached_answer(&c.manifest_url), missing) {
+            let answer = match (self.cached_answer(&answer_key(policy, c)), missing) {
                 (Some(a), _) => a,
                 (None, Some(reason)) => {
                     verdict.tried.push(Tried {
@@ -239,17 +244,16 @@ impl Inner {
         let deadline = tokio::time::Instant::now() + policy.verify.timeout;
         let mut verdict = Verdict::default();
         for (i, c) in candidates.iter().enumerate() {
-            let answer = match self.cached_answer(&c.manifest_url) {
+            let key = answer_key(&policy, c);
+            let answer = match self.cached_answer(&key) {
                 Some(a) => a,
                 None => {
-                    let started = Instant::now();
-                    let answer =
-                        match tokio::time::timeout_at(deadline, self.request(&policy, c)).await {
-                            Ok(a) => a,
-                            Err(_) => Answer::absent(TIMED_OUT),
-                        };
-                    (self.observe)(answer.label(), started.elapsed());
-                    self.store(&c.manifest_url, &answer, &policy);
+                    let answer = match tokio::time::timeout_at(deadline, self.ask(&policy, c)).await
+                    {
+                        Ok(a) => a,
+                        Err(_) => Answer::absent(TIMED_OUT),
+                    };
+                    self.store(&key, &answer, &policy);
                     answer
                 }
             };
@@ -297,14 +301,44 @@ impl Inner {
         Ok(client)
     }
 
-    /// One manifest HEAD, with the credentials the policy has for the host if it asks for them.
-    async fn request(&self, policy: &Policy, c: &Candidate) -> Answer {
-        let client = match self.client(policy, &c.host) {
-            Ok(client) => client,
-            Err(e) => return Answer::absent(e),
+    /// Whether the endpoint has the image. With `pinDigest`, a tag's answer is only as good as
+    /// the digest it names: that manifest is asked for too, because a pull-through cache can
+    /// still answer for a tag whose manifest it no longer has, and the node will pull the digest.
+    async fn ask(&self, policy: &Policy, c: &Candidate) -> Answer {
+        let answer = self.request(policy, &c.host, &c.manifest_url).await;
+        let (Answer::Present { digest: Some(d) }, true) = (&answer, policy.verify.pin_digest)
+        else {
+            return answer;
         };
-        let credentials = || self.credentials(policy, &c.host);
-        head_manifest(&client, &c.manifest_url, credentials).await
+        let Some((base, reference)) = c.manifest_url.rsplit_once("/manifests/") else {
+            return answer;
+        };
+        if reference == d {
+            return answer;
+        }
+        match self
+            .request(policy, &c.host, &format!("{base}/manifests/{d}"))
+            .await
+        {
+            Answer::Present { .. } => answer,
+            Answer::Absent { reason } if reason == "not found" => Answer::absent(format!(
+                "not found: the tag names {d}, but that manifest is gone"
+            )),
+            Answer::Absent { reason } => {
+                Answer::absent(format!("{reason} (asking for {d}, which the tag names)"))
+            }
+        }
+    }
+
+    /// One manifest HEAD, with the credentials the policy has for the host if it asks for them.
+    async fn request(&self, policy: &Policy, host: &str, url: &str) -> Answer {
+        let started = Instant::now();
+        let answer = match self.client(policy, host) {
+            Ok(client) => head_manifest(&client, url, || self.credentials(policy, host)).await,
+            Err(e) => Answer::absent(e),
+        };
+        (self.observe)(answer.label(), started.elapsed());
+        answer
     }
 
     /// `user:password` for a registry, from its `configs` source.
@@ -325,6 +359,16 @@ impl Inner {
                 .map(|e| crate::secrets::basic_of(&e)),
         };
         resolved.map_err(|e| e.to_string())
+    }
+}
+
+/// Where an endpoint's answer for a candidate is cached: a tag answer confirmed by its digest
+/// (`pinDigest`) is kept apart from a plain one.
+fn answer_key<'a>(policy: &Policy, c: &'a Candidate) -> std::borrow::Cow<'a, str> {
+    if policy.verify.pin_digest {
+        format!("{} (digest confirmed)", c.manifest_url).into()
+    } else {
+        c.manifest_url.as_str().into()
     }
 }
 

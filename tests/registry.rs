@@ -163,8 +163,12 @@ fn setup() -> Setup {
 }
 
 fn policy(s: &Setup, password: &str) -> Arc<Policy> {
+    policy_with(s, password, "")
+}
+
+fn policy_with(s: &Setup, password: &str, verify: &str) -> Arc<Policy> {
     let text = format!(
-        "mirrors:\n  docker.io:\n    endpoint: [\"https://127.0.0.1:{}\", \"http://127.0.0.1:{}\"]\nconfigs:\n  \"127.0.0.1:{}\":\n    auth: {{username: {USER}, password: {password}}}\n    tls: {{ca_file: {}}}\nverify: {{enabled: true, timeout: 2s}}\n",
+        "mirrors:\n  docker.io:\n    endpoint: [\"https://127.0.0.1:{}\", \"http://127.0.0.1:{}\"]\nconfigs:\n  \"127.0.0.1:{}\":\n    auth: {{username: {USER}, password: {password}}}\n    tls: {{ca_file: {}}}\nverify: {{enabled: true, timeout: 2s{verify}}}\n",
         s.secure.port,
         s.plain.port,
         s.secure.port,
@@ -211,6 +215,21 @@ async fn real_registries_with_tls_htpasswd_and_plain_http() {
     assert_eq!(
         chosen(&good, "busybox:1.0").await,
         (None, vec!["absent".into(), "absent".into()])
+    );
+    // pinDigest: the digest the tag names is asked for too, and pinned.
+    let pinned = policy_with(&s, PASSWORD, ", pinDigest: true");
+    let c = Checker::new(Arc::new(|_: &str, _: Duration| {}));
+    let v = c
+        .verify(&pinned, &["nginx:1.0".to_owned()])
+        .await
+        .remove("nginx:1.0")
+        .unwrap();
+    assert_eq!(v.chosen, Some(0), "{:?}", v.tried);
+    assert!(
+        v.digest
+            .as_deref()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{v:?}"
     );
     // A tag that is not there is not a hit.
     assert_eq!(chosen(&good, "nginx:2.0").await.0, None);

@@ -402,3 +402,26 @@ async fn serve_answers_a_burst_of_500_reviews_with_one_head_per_endpoint() {
     }
     assert_eq!((a.heads("team/app"), b.heads("team/app")), (1, 1));
 }
+
+#[tokio::test]
+async fn pin_digest_passes_over_a_tag_whose_manifest_is_gone() {
+    let (stale, good) = (FakeRegistry::start().await, FakeRegistry::start().await);
+    // A pull-through cache that still answers for the tag but no longer has its manifest.
+    stale.add("team/app");
+    stale.lose_digests();
+    good.add("team/app");
+    let endpoints = [http(&stale), http(&good)];
+    let c = checker();
+    let (chosen, tried) =
+        result(&c, &policy(&endpoints, "  pinDigest: true\n"), "team/app:1").await;
+    assert_eq!(chosen, Some(format!("{}/team/app:1@{DIGEST}", good.host())));
+    assert!(
+        tried[0].starts_with("not found: the tag names sha256:"),
+        "{tried:?}"
+    );
+    assert_eq!((stale.digest_heads(), good.digest_heads()), (1, 1));
+    // Without pinning the node pulls the tag, and only the tag is asked for.
+    let (chosen, _) = result(&c, &policy(&endpoints, ""), "team/app:1").await;
+    assert_eq!(chosen, Some(format!("{}/team/app:1", stale.host())));
+    assert_eq!((stale.digest_heads(), good.digest_heads()), (1, 1));
+}

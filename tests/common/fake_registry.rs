@@ -25,6 +25,9 @@ struct Inner {
     /// `user:password` that unlocks it, and whether through a Bearer token.
     login: Option<(String, bool)>,
     tokens_issued: usize,
+    digest_heads: usize,
+    /// Tags still answer, but manifests asked for by digest are gone (a stale pull-through cache).
+    digests_lost: bool,
 }
 
 #[derive(Clone)]
@@ -62,6 +65,15 @@ impl FakeRegistry {
         self.inner.lock().unwrap().delay = d;
     }
 
+    pub fn lose_digests(&self) {
+        self.inner.lock().unwrap().digests_lost = true;
+    }
+
+    /// Manifest requests by digest so far, any repository.
+    pub fn digest_heads(&self) -> usize {
+        self.inner.lock().unwrap().digest_heads
+    }
+
     pub fn require(&self, userpass: &str, bearer: bool) {
         self.inner.lock().unwrap().login = Some((userpass.to_owned(), bearer));
     }
@@ -97,17 +109,19 @@ async fn manifest(
     Path(rest): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some((repo, _reference)) = rest.rsplit_once("/manifests/") else {
+    let Some((repo, reference)) = rest.rsplit_once("/manifests/") else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    let by_digest = reference.starts_with("sha256:");
     let (delay, fail, login, present) = {
         let mut i = inner.lock().unwrap();
         *i.heads.entry(repo.to_owned()).or_default() += 1;
+        i.digest_heads += usize::from(by_digest);
         (
             i.delay,
             i.fail_with,
             i.login.clone(),
-            i.present.contains(repo),
+            i.present.contains(repo) && !(by_digest && i.digests_lost),
         )
     };
     tokio::time::sleep(delay).await;
