@@ -248,10 +248,16 @@ impl Inner {
             let answer = match self.cached_answer(&key) {
                 Some(a) => a,
                 None => {
+                    let started = Instant::now();
                     let answer = match tokio::time::timeout_at(deadline, self.ask(&policy, c)).await
                     {
                         Ok(a) => a,
-                        Err(_) => Answer::absent(TIMED_OUT),
+                        Err(_) => {
+                            // The request was dropped unanswered; count it here.
+                            let a = Answer::absent(TIMED_OUT);
+                            (self.observe)(a.label(), started.elapsed());
+                            a
+                        }
                     };
                     self.store(&key, &answer, &policy);
                     answer

@@ -289,7 +289,11 @@ async fn a_registry_that_hangs_is_asked_again_once_its_negative_answer_expires()
         .unwrap()
         .policy,
     );
-    let c = checker();
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let observed = seen.clone();
+    let c = Checker::new(Arc::new(move |label: &str, _: Duration| {
+        observed.lock().unwrap().push(label.to_owned())
+    }));
     let (chosen, tried) = result(&c, &p, "nginx").await;
     assert_eq!(chosen, None);
     assert!(tried[0].contains("timed out"), "{tried:?}");
@@ -309,6 +313,11 @@ async fn a_registry_that_hangs_is_asked_again_once_its_negative_answer_expires()
         "{tried:?}"
     );
     assert_eq!(a.heads("library/nginx"), 2);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["timeout", "present"],
+        "each request counted once, the timed-out one too"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
