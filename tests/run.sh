@@ -16,10 +16,7 @@ apt_install() {
 # kubectl applies our patches exactly as the API server does (tests/properties.rs).
 need kubectl || apt_install kubernetes-client
 
-# Helm's own library lints the chart (tests/chart/lint.py); it declares Python 3.12 but works on 3.11.
-python3 -c 'import helm_sdkpy' 2>/dev/null ||
-  python3 -m pip install -q --ignore-requires-python helm-sdkpy </dev/null
-# Helm's rendering engine (tests/chart/render.py): what the chart gives a cluster.
+# Helm's own library (Go, in a wheel) lints and renders the chart: tests/chart/lint.py, render.py.
 python3 -c 'import helm_python' 2>/dev/null ||
   python3 -m pip install -q 'helm-python-sdk>=0.2.2,<0.3' </dev/null
 # openssl runs certs/make-dev-certs.sh in tests/server.rs.
