@@ -436,7 +436,7 @@ where
         let creds = creds.as_deref();
         let auth = match challenge.split_once(' ') {
             Some((scheme, params)) if scheme.eq_ignore_ascii_case("bearer") => {
-                match bearer_token(client, params, creds).await {
+                match bearer_token(client, url, params, creds).await {
                     Ok(token) => format!("Bearer {token}"),
                     Err(reason) => return Answer::absent(reason),
                 }
@@ -485,6 +485,7 @@ fn transport_reason(e: &reqwest::Error) -> String {
 /// The token flow of the distribution spec: GET realm?service&scope, with Basic credentials if any.
 async fn bearer_token(
     client: &reqwest::Client,
+    registry_url: &str,
     params: &str,
     creds: Option<&str>,
 ) -> Result<String, String> {
@@ -508,6 +509,13 @@ async fn bearer_token(
         query.push(("scope", s));
     }
     let mut req = client.get(realm.as_str()).query(&query);
+    if creds.is_some() && !may_send_credentials(registry_url, realm) {
+        return Err(
+            "unauthorized: the token service is plain HTTP for a registry reached over \
+HTTPS; the credentials are not sent there"
+                .into(),
+        );
+    }
     if let Some(c) = creds {
         req = req.header(reqwest::header::AUTHORIZATION, basic_header(c));
     }
@@ -530,6 +538,16 @@ async fn bearer_token(
         .and_then(|t| t.as_str())
         .map(str::to_owned)
         .ok_or_else(|| "token: no token in the answer".to_owned())
+}
+
+/// Whether credentials for a registry may go to its token service: not in clear text when the
+/// registry itself was reached over TLS (a challenge must not downgrade them).
+fn may_send_credentials(registry_url: &str, realm: &str) -> bool {
+    let https = |u: &str| {
+        u.get(..8)
+            .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
+    };
+    https(realm) || !https(registry_url)
 }
 
 /// Splits `a="x,y",b=z` at the commas outside quotes.
@@ -561,6 +579,18 @@ pub fn scheme_of(s: Scheme) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_go_to_a_plain_http_token_service_of_a_tls_registry() {
+        let reg = "https://mirror.example.com/v2/a/manifests/1";
+        assert!(may_send_credentials(reg, "https://auth.example.com/token"));
+        assert!(may_send_credentials(reg, "HTTPS://auth.example.com/token"));
+        assert!(!may_send_credentials(reg, "http://auth.example.com/token"));
+        assert!(!may_send_credentials(reg, "auth.example.com/token"));
+        // A plain-HTTP registry already sends them in clear text (the policy chose it).
+        let plain = "http://127.0.0.1:5000/v2/a/manifests/1";
+        assert!(may_send_credentials(plain, "http://127.0.0.1:5000/token"));
+    }
 
     #[test]
     fn challenge_parameters_keep_quoted_commas() {
