@@ -434,3 +434,48 @@ async fn pin_digest_passes_over_a_tag_whose_manifest_is_gone() {
     assert_eq!(chosen, Some(format!("{}/team/app:1", stale.host())));
     assert_eq!((stale.digest_heads(), good.digest_heads()), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dry_run_command_asks_the_registries_too() {
+    let (a, b) = (FakeRegistry::start().await, FakeRegistry::start().await);
+    b.add("library/nginx");
+    let dir = common::TempDir::new("verify-cli");
+    let path = dir.path("policy.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "mirrors:\n  docker.io:\n    endpoint: [\"{}\", \"{}\"]\nverify: {{enabled: true}}\n",
+            http(&a),
+            http(&b)
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
+            .args([
+                "dry-run",
+                "-o",
+                "json",
+                "--image",
+                "nginx:1.25",
+                "--policy-file",
+            ])
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &v["results"][0]["decisions"][0];
+    assert_eq!(d["result"], format!("{}/library/nginx:1.25", b.host()));
+    assert_eq!(d["tried"][0]["result"], "absent");
+    assert_eq!(d["tried"][1]["result"], "present");
+    assert_eq!((a.heads("library/nginx"), b.heads("library/nginx")), (1, 1));
+}
