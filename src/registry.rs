@@ -81,7 +81,7 @@ struct Inner {
     clients: Mutex<HashMap<String, reqwest::Client>>,
     /// Answers by manifest URL, with when they expire.
     cache: Mutex<HashMap<String, (Instant, Answer)>>,
-    /// Image checks under way, by their manifest URLs.
+    /// Image checks under way, by their candidates' answer keys.
     inflight: Mutex<HashMap<String, Pending>>,
     observe: Observer,
     /// Resolves credentials kept in Secrets (`serve --pull-secrets`).
@@ -214,7 +214,7 @@ impl Inner {
     fn start(self: &Arc<Self>, policy: &Arc<Policy>, candidates: &[Candidate]) -> Pending {
         let key = candidates
             .iter()
-            .map(|c| c.manifest_url.as_str())
+            .map(|c| answer_key(policy, c))
             .collect::<Vec<_>>()
             .join("\n");
         let mut inflight = lock(&self.inflight);
@@ -244,8 +244,8 @@ impl Inner {
         let deadline = tokio::time::Instant::now() + policy.verify.timeout;
         let mut verdict = Verdict::default();
         for (i, c) in candidates.iter().enumerate() {
-            let key = answer_key(&policy, c);
-            let answer = match self.cached_answer(&key) {
+            let cache_key = answer_key(&policy, c);
+            let answer = match self.cached_answer(&cache_key) {
                 Some(a) => a,
                 None => {
                     let started = Instant::now();
@@ -259,7 +259,7 @@ impl Inner {
                             a
                         }
                     };
-                    self.store(&key, &answer, &policy);
+                    self.store(&cache_key, &answer, &policy);
                     answer
                 }
             };
