@@ -111,6 +111,24 @@ pub struct Answer {
     pub mutation: Mutation,
 }
 
+impl Answer {
+    /// Turns the answer into a denial with `code` and the reason.
+    pub fn deny(&mut self, code: u16, why: String) {
+        self.response["response"] = json!({ "uid": self.uid, "allowed": false,
+            "status": { "code": code, "message": why } });
+        self.outcome = Outcome::Failed(why);
+    }
+
+    /// Adds a warning that kubectl prints to whoever made the Pod.
+    pub fn warn(&mut self, warning: String) {
+        let response = &mut self.response["response"];
+        match response.get_mut("warnings").and_then(|w| w.as_array_mut()) {
+            Some(list) => list.push(warning.into()),
+            None => response["warnings"] = json!([warning]),
+        }
+    }
+}
+
 /// A review read as far as a Pod to decide, or already answered (skipped or unreadable).
 // Made and taken apart once per request; boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
@@ -318,12 +336,12 @@ fn skip(mut answer: Answer, why: String) -> Answer {
 
 /// Fail open (allowed, unchanged, with the reason) unless told to fail closed.
 fn fail(mut answer: Answer, api_version: Option<&str>, why: String, fail_closed: bool) -> Answer {
-    let response = if fail_closed {
-        json!({ "uid": answer.uid, "allowed": false, "status": { "code": 400, "message": why } })
-    } else {
-        json!({ "uid": answer.uid, "allowed": true, "status": { "message": why } })
-    };
+    let response = json!({ "uid": answer.uid, "allowed": true, "status": { "message": why } });
     answer.response = envelope(api_version.unwrap_or(API_VERSION), response);
-    answer.outcome = Outcome::Failed(why);
+    if fail_closed {
+        answer.deny(400, why);
+    } else {
+        answer.outcome = Outcome::Failed(why);
+    }
     answer
 }

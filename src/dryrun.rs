@@ -164,7 +164,7 @@ pub fn ephemeral_names(old: Option<&Value>) -> HashSet<String> {
 }
 
 /// What `verify` found, by image.
-pub type Verdicts = std::collections::HashMap<String, crate::registry::Verdict>;
+pub use crate::registry::Verdicts;
 
 /// The decisions and patch for one object of any kind that holds a pod template.
 pub fn plan(

@@ -227,7 +227,7 @@ pub struct Extras<'a> {
     /// Called with the namespace and the registry.
     pub namespace_secrets: &'a (dyn Fn(&str, &str) -> Vec<String> + Sync),
     /// What `verify` found for each image, when it is on.
-    pub verdicts: Option<&'a std::collections::HashMap<String, crate::registry::Verdict>>,
+    pub verdicts: Option<&'a crate::registry::Verdicts>,
 }
 
 impl Default for Extras<'_> {

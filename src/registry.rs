@@ -51,6 +51,9 @@ pub struct Tried {
     pub answer: Answer,
 }
 
+/// Verdicts by image, as the decisions take them.
+pub type Verdicts = HashMap<String, Verdict>;
+
 /// The outcome of checking one image's endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Verdict {
@@ -117,14 +120,18 @@ impl Checker {
         lock(&self.inner.cache).clear();
     }
 
+    /// The verdicts for `images` when the policy has `verify` on; `None` when it is off.
+    pub async fn verdicts(&self, policy: &Arc<Policy>, images: &[String]) -> Option<Verdicts> {
+        match policy.verify.enabled {
+            true => Some(self.verify(policy, images).await),
+            false => None,
+        }
+    }
+
     /// Checks the endpoints of every image, in order, until `verify.timeout`; images left
     /// unanswered by then fail over to their original reference. Answers already cached are
     /// given at once, without a timer or a task.
-    pub async fn verify(
-        &self,
-        policy: &Arc<Policy>,
-        images: &[String],
-    ) -> HashMap<String, Verdict> {
+    pub async fn verify(&self, policy: &Arc<Policy>, images: &[String]) -> Verdicts {
         let deadline = tokio::time::Instant::now() + policy.verify.timeout;
         let mut verdicts = HashMap::with_capacity(images.len());
         let mut waiting = Vec::new();

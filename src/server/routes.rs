@@ -91,8 +91,8 @@ async fn mutate(Extract(state): Extract<Arc<State>>, headers: HeaderMap, body: B
         admission::Read::Answered(answer) => answer,
         admission::Read::Pod(pod) => {
             let verdicts = match &policy {
-                Some(p) if p.verify.enabled => Some(state.checker.verify(p, &pod.images()).await),
-                _ => None,
+                Some(p) => state.checker.verdicts(p, &pod.images()).await,
+                None => None,
             };
             let extras = Extras {
                 managed_secrets: state.pull_secrets.is_some(),
@@ -141,25 +141,23 @@ async fn materialise(
             .map(|m| ps.ensure(policy, &ns, &m.registry)),
     )
     .await;
-    for (m, result) in answer.mutation.managed_secrets.iter().zip(results) {
+    let names: Vec<String> = answer
+        .mutation
+        .managed_secrets
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    for (name, result) in names.into_iter().zip(results) {
         let Err(e) = result else { continue };
         state.metrics.pull_secret_errors.inc();
-        tracing::warn!(uid = %answer.uid, namespace = %ns, secret = %m.name, error = %e, "cannot make pull secret");
-        let response = &mut answer.response["response"];
+        tracing::warn!(uid = %answer.uid, namespace = %ns, secret = %name, error = %e, "cannot make pull secret");
         if state.fail_closed {
-            *response = serde_json::json!({"uid": answer.uid, "allowed": false,
-                "status": {"code": 500, "message": format!("cannot make pull secret {}: {e}", m.name)}});
-            answer.outcome = Outcome::Failed(format!("pull secret {}", m.name));
+            answer.deny(500, format!("cannot make pull secret {name}: {e}"));
             return;
         }
-        let warning = format!(
-            "pull secret {} could not be made yet; it will be retried",
-            m.name
-        );
-        match response.get_mut("warnings").and_then(|w| w.as_array_mut()) {
-            Some(list) => list.push(warning.into()),
-            None => response["warnings"] = serde_json::json!([warning]),
-        }
+        answer.warn(format!(
+            "pull secret {name} could not be made yet; it will be retried"
+        ));
     }
 }
 
@@ -191,6 +189,14 @@ fn log(answer: &admission::Answer) {
     }
 }
 
+fn no_policy() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "error": "no policy has loaded yet" })),
+    )
+        .into_response()
+}
+
 fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response()
 }
@@ -212,11 +218,7 @@ async fn dry_run_objects(
         return unsupported("application/json or application/yaml");
     }
     let Some(policy) = state.policy.load_full() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": "no policy has loaded yet" })),
-        )
-            .into_response();
+        return no_policy();
     };
     let Ok(text) = std::str::from_utf8(&body) else {
         return bad_request("the body is not UTF-8 text".into());
@@ -224,10 +226,10 @@ async fn dry_run_objects(
     state.metrics.dry_runs.inc();
     match dryrun::read_objects(text) {
         Ok(items) => {
-            let verdicts = match policy.verify.enabled {
-                true => Some(state.checker.verify(&policy, &dryrun::images(&items)).await),
-                false => None,
-            };
+            let verdicts = state
+                .checker
+                .verdicts(&policy, &dryrun::images(&items))
+                .await;
             Json(dryrun::evaluate_all_with(
                 &policy,
                 &items,
@@ -241,11 +243,7 @@ async fn dry_run_objects(
 
 async fn dry_run_image(Extract(state): Extract<Arc<State>>, RawQuery(query): RawQuery) -> Response {
     let Some(policy) = state.policy.load_full() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": "no policy has loaded yet" })),
-        )
-            .into_response();
+        return no_policy();
     };
     let mut images = Vec::new();
     let mut namespace = None;
@@ -264,10 +262,7 @@ async fn dry_run_image(Extract(state): Extract<Arc<State>>, RawQuery(query): Raw
         return bad_request("name an image: /dry-run?image=nginx:1.25".into());
     }
     state.metrics.dry_runs.inc();
-    let verdicts = match policy.verify.enabled {
-        true => Some(state.checker.verify(&policy, &images).await),
-        false => None,
-    };
+    let verdicts = state.checker.verdicts(&policy, &images).await;
     Json(dryrun::explain_with(
         &policy,
         &images,
