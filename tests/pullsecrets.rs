@@ -7,6 +7,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use common::fake_api::FakeApi;
@@ -297,17 +298,13 @@ async fn serve_makes_secrets_before_admission_and_never_on_dry_run() {
     // The dry-run endpoint names what would be made, and makes nothing.
     let writes = api.secret_writes();
     let objects = "kind: Pod\nmetadata: {name: x, namespace: fresh}\nspec:\n  containers: [{name: c, image: nginx}]\n";
-    let v: Value = s
-        .client
-        .post(s.url("/dry-run"))
-        .header("content-type", "application/yaml")
-        .body(objects)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, v) = common::post(
+        &s.client,
+        &s.url("/dry-run"),
+        Some("application/yaml"),
+        objects.into(),
+    )
+    .await;
     assert_eq!(
         v["results"][0]["managedSecrets"][0]["name"],
         managed_name(HOST)
@@ -354,16 +351,10 @@ async fn serve_follows_registry_credentials_made_and_removed_while_it_runs() {
     };
     // Made, repointed to another registry, then deleted, each seen through the watch.
     let until = |want: Vec<String>| {
-        let attached = &attached;
-        async move {
-            for _ in 0..100 {
-                if attached().await == want {
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            panic!("attached secrets never became {want:?}");
-        }
+        common::wait_until("the attached secrets", Duration::from_secs(5), move || {
+            let want = want.clone();
+            async move { attached().await == want }
+        })
     };
     api.put_secret("shop", "testquay", secret("https://quay.io/v1/"));
     until(vec!["testquay".to_owned()]).await;

@@ -4,31 +4,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{data, decode_patch, Options, Server};
+use common::{data, decode_patch, get_json, post, wait_until, Options, Server};
 use serde_json::{json, Value};
 
 const JSON: &str = "application/json";
-
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    content_type: Option<&str>,
-    body: Vec<u8>,
-) -> (u16, Value) {
-    let mut req = client.post(url).body(body);
-    if let Some(ct) = content_type {
-        req = req.header("content-type", ct);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 fn review_policy() -> String {
     std::fs::read_to_string(data("reviews/policy.yaml")).unwrap()
@@ -357,14 +338,11 @@ async fn dry_run_endpoints() {
     );
     assert_eq!(d[1]["result"], Value::Null);
     assert!(d[1]["error"].as_str().unwrap().contains("lowercase"));
-    let v: Value = client
-        .get(server.url("/dry-run?image=nginx&namespace=kube-system"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(
+        &client,
+        &server.url("/dry-run?image=nginx&namespace=kube-system"),
+    )
+    .await;
     assert_eq!(v["results"][0]["decisions"][0]["result"], "nginx");
 
     let yaml = std::fs::read(data("pods.yaml")).unwrap();
@@ -455,31 +433,12 @@ async fn metrics_count_reviews_and_rewrites_by_rule() {
     );
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 async fn decide(server: &Server, image: &str) -> Value {
-    let v: Value = server
-        .client()
-        .get(server.url(&format!("/dry-run?image={image}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(
+        &server.client(),
+        &server.url(&format!("/dry-run?image={image}")),
+    )
+    .await;
     v["results"][0]["decisions"][0]["result"].clone()
 }
 
