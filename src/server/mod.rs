@@ -245,16 +245,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let state = Arc::new(state);
 
-    let mut tasks = tokio::task::JoinSet::new();
     let mut policy_text = None;
-    let client =
-        if args.policy_configmap.is_some() || args.cert_secret.is_some() {
-            Some(kube::Client::try_default().await.context(
-                "cannot reach the Kubernetes API (in-cluster configuration or KUBECONFIG)",
-            )?)
-        } else {
-            None
-        };
     if let (Some(target), Some(client)) = (args.policy_configmap.clone(), client.clone()) {
         tracing::info!(configmap = %target, "watching the policy ConfigMap; not ready until it loads");
         tasks.spawn(source::configmap::watch(client, target, state.clone()));
