@@ -146,9 +146,9 @@ pub struct PodReview {
 }
 
 impl PodReview {
-    /// Every image the Pod names, for `verify` to check before deciding.
+    /// The images this review lets the webhook decide, for `verify` to check first.
     pub fn images(&self) -> Vec<String> {
-        self.pod.spec.images()
+        mutate::images(&self.pod.spec, &self.op)
     }
 
     /// Decides the Pod; `policy` is `None` until a policy has loaded.

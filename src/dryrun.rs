@@ -198,7 +198,7 @@ pub fn images(items: &[Item]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for item in items {
         if let Ok((_, t)) = template_of(&item.object) {
-            for image in t.spec.images() {
+            for image in mutate::images(&t.spec, &item.operation) {
                 if !out.contains(&image) {
                     out.push(image);
                 }

@@ -39,28 +39,6 @@ pub struct PodTemplate {
     pub spec: PodSpec,
 }
 
-impl PodSpec {
-    /// Every image the spec names, each once.
-    pub fn images(&self) -> Vec<String> {
-        let containers = self
-            .containers
-            .iter()
-            .chain(&self.init_containers)
-            .chain(&self.ephemeral_containers);
-        let volumes = self
-            .volumes
-            .iter()
-            .filter_map(|v| v.image.as_ref()?.reference.as_ref());
-        let mut out: Vec<String> = Vec::new();
-        for image in containers.filter_map(|c| c.image.as_ref()).chain(volumes) {
-            if !image.is_empty() && !out.contains(image) {
-                out.push(image.clone());
-            }
-        }
-        out
-    }
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
@@ -285,6 +263,17 @@ impl ImageField<'_> {
         }
         t
     }
+}
+
+/// The images `op` lets the webhook decide, each once: what `verify` checks before deciding.
+pub fn images(spec: &PodSpec, op: &Operation) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in image_fields(spec, op) {
+        if !out.iter().any(|i| i == f.image) {
+            out.push(f.image.to_owned());
+        }
+    }
+    out
 }
 
 fn image_fields<'a>(spec: &'a PodSpec, op: &Operation) -> Vec<ImageField<'a>> {

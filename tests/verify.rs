@@ -20,13 +20,17 @@ fn checker() -> Checker {
     Checker::new(Arc::new(|_: &str, _: Duration| {}))
 }
 
-fn policy(endpoints: &[String], extra: &str) -> Arc<Policy> {
+/// A policy mirroring Docker Hub to `endpoints` with verify on; `extra` goes under `verify`.
+fn policy_text(endpoints: &[String], extra: &str) -> String {
     let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
-    let text = format!(
+    format!(
         "mirrors:\n  docker.io:\n    endpoint: [{}]\nverify:\n  enabled: true\n  timeout: 500ms\n  cacheTTL: 30s\n  negativeCacheTTL: 10s\n{extra}",
         list.join(", ")
-    );
-    match Policy::load(&text) {
+    )
+}
+
+fn policy(endpoints: &[String], extra: &str) -> Arc<Policy> {
+    match Policy::load(&policy_text(endpoints, extra)) {
         Ok(l) => Arc::new(l.policy),
         Err(e) => panic!("{e}"),
     }
@@ -478,4 +482,28 @@ async fn the_dry_run_command_asks_the_registries_too() {
     assert_eq!(d["tried"][0]["result"], "absent");
     assert_eq!(d["tried"][1]["result"], "present");
     assert_eq!((a.heads("library/nginx"), b.heads("library/nginx")), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_images_a_review_may_change_are_checked() {
+    let a = FakeRegistry::start().await;
+    for repo in ["library/nginx", "library/busybox", "nicolaka/netshoot"] {
+        a.add(repo);
+    }
+    let server = common::Server::with_policy(&policy_text(&[http(&a)], ""));
+    // kubectl debug: the ephemeralcontainers subresource adds netshoot to a Pod that already runs
+    // nginx and a busybox ephemeral container; only netshoot may change, so only it is asked for.
+    let review: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(common::data("reviews/ephemeral.json")).unwrap())
+            .unwrap();
+    let answer = common::post_json(&server.client(), &server.url("/mutate"), &review).await;
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(
+        (
+            a.heads("library/nginx"),
+            a.heads("library/busybox"),
+            a.heads("nicolaka/netshoot")
+        ),
+        (0, 0, 1)
+    );
 }
