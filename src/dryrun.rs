@@ -193,7 +193,7 @@ fn template_of(object: &Value) -> Result<(&'static [&'static str], PodTemplate),
     Ok((base, template))
 }
 
-/// Every image the objects name, for `verify` to check.
+/// The images the objects' operations let the webhook decide, for `verify` to check.
 pub fn images(items: &[Item]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for item in items {

@@ -23,22 +23,49 @@ pub enum Answer {
     /// It has the manifest; the digest it answered with, when it said one.
     Present { digest: Option<String> },
     /// It does not have it, or would not say: why, for the dry-run and the logs.
-    Absent { reason: String },
+    Absent {
+        reason: String,
+        #[serde(skip)]
+        kind: Absence,
+    },
+}
+
+/// Which way an endpoint failed to have an image, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absence {
+    NotFound,
+    TimedOut,
+    Error,
 }
 
 impl Answer {
-    fn absent(reason: impl Into<String>) -> Self {
+    fn absent(kind: Absence, reason: impl Into<String>) -> Self {
         Answer::Absent {
             reason: reason.into(),
+            kind,
         }
+    }
+
+    fn error(reason: impl Into<String>) -> Self {
+        Answer::absent(Absence::Error, reason)
+    }
+
+    fn transport(e: &reqwest::Error) -> Self {
+        let kind = match e.is_timeout() {
+            true => Absence::TimedOut,
+            false => Absence::Error,
+        };
+        Answer::absent(kind, transport_reason(e))
     }
 
     pub fn label(&self) -> &'static str {
         match self {
             Answer::Present { .. } => "present",
-            Answer::Absent { reason } if reason.starts_with("not found") => "absent",
-            Answer::Absent { reason } if reason.contains("timed out") => "timeout",
-            Answer::Absent { .. } => "error",
+            Answer::Absent { kind, .. } => match kind {
+                Absence::NotFound => "absent",
+                Absence::TimedOut => "timeout",
+                Absence::Error => "error",
+            },
         }
     }
 }
@@ -137,7 +164,7 @@ impl Checker {
         let mut waiting = Vec::new();
         for image in images {
             let candidates = candidates(policy, image);
-            match self.inner.cached(policy, &candidates, None) {
+            match self.inner.cached(policy, &candidates, false) {
                 Some(v) => {
                     verdicts.insert(image.clone(), v);
                 }
@@ -154,7 +181,7 @@ impl Checker {
                     Ok(v) => v,
                     Err(_) => self
                         .inner
-                        .cached(policy, &candidates, Some(TIMED_OUT))
+                        .cached(policy, &candidates, true)
                         .unwrap_or_default(),
                 };
                 (image.clone(), verdict)
@@ -188,27 +215,27 @@ impl Inner {
         cache.insert(url.to_owned(), (Instant::now() + ttl, answer.clone()));
     }
 
-    /// The verdict the cache gives for these candidates. With `missing`, an endpoint without a
-    /// cached answer is tried with that reason and ends the walk; without it, such an endpoint
-    /// means there is no verdict yet.
+    /// The verdict the cache gives for these candidates. An endpoint without a cached answer
+    /// means there is no verdict yet; past the deadline (`timed_out`) it counts as timed out
+    /// and ends the walk.
     fn cached(
         &self,
         policy: &Policy,
         candidates: &[Candidate],
-        missing: Option<&str>,
+        timed_out: bool,
     ) -> Option<Verdict> {
         let mut verdict = Verdict::default();
         for (i, c) in candidates.iter().enumerate() {
-            let answer = match (self.cached_answer(&answer_key(policy, c)), missing) {
+            let answer = match (self.cached_answer(&answer_key(policy, c)), timed_out) {
                 (Some(a), _) => a,
-                (None, Some(reason)) => {
+                (None, true) => {
                     verdict.tried.push(Tried {
                         endpoint: c.endpoint_url.clone(),
-                        answer: Answer::absent(reason),
+                        answer: Answer::absent(Absence::TimedOut, TIMED_OUT),
                     });
                     break;
                 }
-                (None, None) => return None,
+                (None, false) => return None,
             };
             if verdict.record(i, c, answer) {
                 break;
@@ -261,7 +288,7 @@ impl Inner {
                         Ok(a) => a,
                         Err(_) => {
                             // The request was dropped unanswered; count it here.
-                            let a = Answer::absent(TIMED_OUT);
+                            let a = Answer::absent(Absence::TimedOut, TIMED_OUT);
                             (self.observe)(a.label(), started.elapsed());
                             a
                         }
@@ -334,12 +361,17 @@ impl Inner {
             .await
         {
             Answer::Present { .. } => answer,
-            Answer::Absent { reason } if reason == "not found" => Answer::absent(format!(
-                "not found: the tag names {d}, but that manifest is gone"
-            )),
-            Answer::Absent { reason } => {
-                Answer::absent(format!("{reason} (asking for {d}, which the tag names)"))
-            }
+            Answer::Absent {
+                kind: Absence::NotFound,
+                ..
+            } => Answer::absent(
+                Absence::NotFound,
+                format!("not found: the tag names {d}, but that manifest is gone"),
+            ),
+            Answer::Absent { reason, kind } => Answer::absent(
+                kind,
+                format!("{reason} (asking for {d}, which the tag names)"),
+            ),
         }
     }
 
@@ -348,7 +380,7 @@ impl Inner {
         let started = Instant::now();
         let answer = match self.client(policy, host) {
             Ok(client) => head_manifest(&client, url, || self.credentials(policy, host)).await,
-            Err(e) => Answer::absent(e),
+            Err(e) => Answer::error(e),
         };
         (self.observe)(answer.label(), started.elapsed());
         answer
@@ -427,7 +459,7 @@ where
     };
     let resp = match head(None).await {
         Ok(r) => r,
-        Err(e) => return Answer::absent(transport_reason(&e)),
+        Err(e) => return Answer::transport(&e),
     };
     let resp = if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
         let challenge = resp
@@ -438,29 +470,29 @@ where
             .to_owned();
         let creds = match credentials().await {
             Ok(c) => c,
-            Err(why) => return Answer::absent(format!("unauthorized: {why}")),
+            Err(why) => return Answer::error(format!("unauthorized: {why}")),
         };
         let creds = creds.as_deref();
         let auth = match challenge.split_once(' ') {
             Some((scheme, params)) if scheme.eq_ignore_ascii_case("bearer") => {
                 match bearer_token(client, url, params, creds).await {
                     Ok(token) => format!("Bearer {token}"),
-                    Err(reason) => return Answer::absent(reason),
+                    Err(reason) => return Answer::error(reason),
                 }
             }
             Some((scheme, _)) if scheme.eq_ignore_ascii_case("basic") => match creds {
                 Some(c) => basic_header(c),
                 None => {
-                    return Answer::absent(
+                    return Answer::error(
                         "unauthorized: the registry wants credentials and the policy has none",
                     )
                 }
             },
-            _ => return Answer::absent("unauthorized"),
+            _ => return Answer::error("unauthorized"),
         };
         match head(Some(auth)).await {
             Ok(r) => r,
-            Err(e) => return Answer::absent(transport_reason(&e)),
+            Err(e) => return Answer::transport(&e),
         }
     } else {
         resp
@@ -473,9 +505,9 @@ where
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         },
-        404 => Answer::absent("not found"),
-        401 | 403 => Answer::absent("unauthorized: the credentials were refused"),
-        code => Answer::absent(format!("answered {code}")),
+        404 => Answer::absent(Absence::NotFound, "not found"),
+        401 | 403 => Answer::error("unauthorized: the credentials were refused"),
+        code => Answer::error(format!("answered {code}")),
     }
 }
 

@@ -49,7 +49,7 @@ async fn result(c: &Checker, p: &Arc<Policy>, image: &str) -> (Option<String>, V
         .iter()
         .map(|t| match &t.answer {
             Answer::Present { .. } => "present".to_owned(),
-            Answer::Absent { reason } => reason.clone(),
+            Answer::Absent { reason, .. } => reason.clone(),
         })
         .collect();
     (d.result.clone().filter(|_| d.changed()), tried)
