@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use crate::policy::{Mirror, MirrorEndpoint, Policy};
+use crate::policy::{DefaultRegistry, Mirror, MirrorEndpoint, Policy};
 use crate::reference::Reference;
 use crate::registry::{scheme_of, Tried, Verdict};
 
@@ -81,51 +81,22 @@ fn decide_inner(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Deci
             }
         }
     };
-    let domain = reference.domain();
-    if domain.is_empty() {
-        return Decision::unchanged(
-            image,
-            &reference,
-            "the reference names no valid registry host; left as it is".into(),
-        );
-    }
-    if !policy.exclude_images.is_empty() {
-        if let Some(i) = policy
-            .exclude_images
-            .matches(&reference.name())
-            .iter()
-            .next()
-        {
-            let pattern = &policy.exclude_image_patterns[i];
-            return Decision::unchanged(
-                image,
-                &reference,
-                format!("excluded by exclude.images[{i}] `{pattern}`"),
-            );
+    match route(policy, &reference) {
+        Err(reason) => Decision::unchanged(image, &reference, reason),
+        Ok(Route::Mirror(mirror)) => {
+            through_mirror(mirror, image, &reference, verdict, policy.verify.pin_digest)
         }
-    }
-    if policy.own_registries.contains(domain) {
-        return Decision::unchanged(
-            image,
-            &reference,
-            format!("{domain} is already a mirror of this policy"),
-        );
-    }
-    if let Some(mirror) = policy.mirror_for(domain) {
-        return through_mirror(mirror, image, &reference, verdict, policy.verify.pin_digest);
-    }
-    if let Some(default) = &policy.default_registry {
-        if !reference.domain_written() {
-            if verdict.is_some_and(|v| v.chosen.is_none()) {
-                return failover(image, &reference);
-            }
+        Ok(Route::Default(_)) if verdict.is_some_and(|v| v.chosen.is_none()) => {
+            failover(image, &reference)
+        }
+        Ok(Route::Default(default)) => {
             let candidate = pinned(
                 format!("{}/{}", default.prefix, image),
                 &reference,
                 verdict,
                 policy.verify.pin_digest,
             );
-            return finish(
+            finish(
                 image,
                 &reference,
                 candidate,
@@ -135,10 +106,45 @@ fn decide_inner(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Deci
                     "written without a registry; the default registry is {}",
                     default.prefix
                 ),
-            );
+            )
         }
     }
-    Decision::unchanged(image, &reference, format!("no mirror for {domain}"))
+}
+
+/// Where a reference goes under the policy, before any endpoint is chosen.
+enum Route<'p> {
+    Mirror(&'p Mirror),
+    Default(&'p DefaultRegistry),
+}
+
+/// The route for a parsed reference, or why it stays as it is. Shared by the decision and by
+/// `candidates`, so verify asks exactly the endpoints the decision can choose from.
+fn route<'p>(policy: &'p Policy, reference: &Reference) -> Result<Route<'p>, String> {
+    let domain = reference.domain();
+    if domain.is_empty() {
+        return Err("the reference names no valid registry host; left as it is".into());
+    }
+    if !policy.exclude_images.is_empty() {
+        if let Some(i) = policy
+            .exclude_images
+            .matches(&reference.name())
+            .iter()
+            .next()
+        {
+            let pattern = &policy.exclude_image_patterns[i];
+            return Err(format!("excluded by exclude.images[{i}] `{pattern}`"));
+        }
+    }
+    if policy.own_registries.contains(domain) {
+        return Err(format!("{domain} is already a mirror of this policy"));
+    }
+    if let Some(mirror) = policy.mirror_for(domain) {
+        return Ok(Route::Mirror(mirror));
+    }
+    match &policy.default_registry {
+        Some(default) if !reference.domain_written() => Ok(Route::Default(default)),
+        _ => Err(format!("no mirror for {domain}")),
+    }
 }
 
 fn failover(image: &str, reference: &Reference) -> Decision {
@@ -303,35 +309,32 @@ pub fn candidates(policy: &Policy, image: &str) -> Vec<Candidate> {
     let Ok(reference) = Reference::parse(image) else {
         return Vec::new();
     };
-    let domain = reference.domain();
-    if domain.is_empty()
-        || policy.own_registries.contains(domain)
-        || policy.exclude_images.is_match(&reference.name())
-    {
+    let Ok(route) = route(policy, &reference) else {
         return Vec::new();
-    }
+    };
+    let domain = reference.domain();
     let manifest = reference.digest().or(reference.tag()).unwrap_or("latest");
-    if let Some(mirror) = policy.mirror_for(domain) {
-        let (path, _) = rewrite_path(mirror, reference.path());
-        return mirror
-            .endpoints
-            .iter()
-            .take_while(|e| e.endpoint.host != domain)
-            .map(|MirrorEndpoint { endpoint, .. }| {
-                let root = endpoint.url.split("/v2").next().unwrap_or_default();
-                Candidate {
-                    host: endpoint.host.clone(),
-                    endpoint_url: endpoint.url.clone(),
-                    manifest_url: format!(
-                        "{root}/v2/{}{path}/manifests/{manifest}",
-                        endpoint.prefix
-                    ),
-                }
-            })
-            .collect();
-    }
-    match &policy.default_registry {
-        Some(default) if !reference.domain_written() => {
+    match route {
+        Route::Mirror(mirror) => {
+            let (path, _) = rewrite_path(mirror, reference.path());
+            mirror
+                .endpoints
+                .iter()
+                .take_while(|e| e.endpoint.host != domain)
+                .map(|MirrorEndpoint { endpoint, .. }| {
+                    let root = endpoint.url.split("/v2").next().unwrap_or_default();
+                    Candidate {
+                        host: endpoint.host.clone(),
+                        endpoint_url: endpoint.url.clone(),
+                        manifest_url: format!(
+                            "{root}/v2/{}{path}/manifests/{manifest}",
+                            endpoint.prefix
+                        ),
+                    }
+                })
+                .collect()
+        }
+        Route::Default(default) => {
             let Ok(target) = Reference::parse(&format!("{}/{}", default.prefix, image)) else {
                 return Vec::new();
             };
@@ -347,6 +350,5 @@ pub fn candidates(policy: &Policy, image: &str) -> Vec<Candidate> {
                 manifest_url: format!("{root}/v2/{}/manifests/{manifest}", target.path()),
             }]
         }
-        _ => Vec::new(),
     }
 }
