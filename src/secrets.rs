@@ -513,47 +513,33 @@ mod tests {
         use kube::runtime::watcher::Event;
         let index = NamespaceSecrets::default();
         let mut relist = SecretIndex::new();
-        let apply = |e, relist: &mut SecretIndex| index.apply(e, relist);
-        apply(Event::Init, &mut relist);
-        apply(
-            Event::InitApply(pull_secret(
-                "shop",
-                "rancher-cred",
-                &["https://mirror.example.com:5000/v2/"],
-                false,
-            )),
-            &mut relist,
-        );
-        apply(
-            Event::InitApply(pull_secret(
-                "shop",
-                "hub",
-                &["https://index.docker.io/v1/"],
-                false,
-            )),
-            &mut relist,
-        );
-        apply(
-            Event::InitApply(pull_secret(
-                "shop",
-                "imw-pull-x",
-                &["mirror.example.com:5000"],
-                true,
-            )),
-            &mut relist,
-        );
-        apply(
-            Event::InitApply(pull_secret(
-                "other",
-                "rancher-cred",
-                &["mirror.example.com:5000"],
-                false,
-            )),
-            &mut relist,
-        );
+        let mut apply = |e| index.apply(e, &mut relist);
+        let theirs = |ns, name, regs: &[&str]| pull_secret(ns, name, regs, false);
+        let ours = |ns, name, regs: &[&str]| pull_secret(ns, name, regs, true);
+        apply(Event::Init);
+        apply(Event::InitApply(theirs(
+            "shop",
+            "rancher-cred",
+            &["https://mirror.example.com:5000/v2/"],
+        )));
+        apply(Event::InitApply(theirs(
+            "shop",
+            "hub",
+            &["https://index.docker.io/v1/"],
+        )));
+        apply(Event::InitApply(ours(
+            "shop",
+            "imw-pull-x",
+            &["mirror.example.com:5000"],
+        )));
+        apply(Event::InitApply(theirs(
+            "other",
+            "rancher-cred",
+            &["mirror.example.com:5000"],
+        )));
         // Nothing shows until the list is complete.
         assert!(index.covering("shop", "mirror.example.com:5000").is_empty());
-        apply(Event::InitDone, &mut relist);
+        apply(Event::InitDone);
         assert_eq!(
             index.covering("shop", "mirror.example.com:5000"),
             ["rancher-cred"]
@@ -561,47 +547,31 @@ mod tests {
         assert_eq!(index.covering("shop", "docker.io"), ["hub"]);
         assert!(index.covering("dev", "docker.io").is_empty());
 
-        apply(
-            Event::Apply(pull_secret(
-                "shop",
-                "another",
-                &["mirror.example.com:5000"],
-                false,
-            )),
-            &mut relist,
-        );
+        apply(Event::Apply(theirs(
+            "shop",
+            "another",
+            &["mirror.example.com:5000"],
+        )));
         assert_eq!(
             index.covering("shop", "mirror.example.com:5000"),
             ["another", "rancher-cred"]
         );
         // A Secret that changes its registries, or comes under this webhook's management, follows.
-        apply(
-            Event::Apply(pull_secret("shop", "another", &["quay.io"], false)),
-            &mut relist,
-        );
-        apply(
-            Event::Apply(pull_secret("shop", "hub", &["docker.io"], true)),
-            &mut relist,
-        );
+        apply(Event::Apply(theirs("shop", "another", &["quay.io"])));
+        apply(Event::Apply(ours("shop", "hub", &["docker.io"])));
         assert_eq!(
             index.covering("shop", "mirror.example.com:5000"),
             ["rancher-cred"]
         );
         assert!(index.covering("shop", "docker.io").is_empty());
-        apply(
-            Event::Delete(pull_secret("shop", "rancher-cred", &[], false)),
-            &mut relist,
-        );
+        apply(Event::Delete(theirs("shop", "rancher-cred", &[])));
         assert!(index.covering("shop", "mirror.example.com:5000").is_empty());
 
         // A relist replaces everything at its end: what is gone from the cluster goes.
-        apply(Event::Init, &mut relist);
-        apply(
-            Event::InitApply(pull_secret("dev", "hub", &["docker.io"], false)),
-            &mut relist,
-        );
+        apply(Event::Init);
+        apply(Event::InitApply(theirs("dev", "hub", &["docker.io"])));
         assert_eq!(index.covering("shop", "quay.io"), ["another"]);
-        apply(Event::InitDone, &mut relist);
+        apply(Event::InitDone);
         assert!(index.covering("shop", "quay.io").is_empty());
         assert_eq!(index.covering("dev", "docker.io"), ["hub"]);
     }
