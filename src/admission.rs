@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use base64::Engine;
-use serde::Deserialize;
+use json_patch::Patch;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
@@ -109,11 +109,14 @@ pub struct Answer {
     pub dry_run: bool,
     /// Empty unless the pod was decided.
     pub mutation: Mutation,
+    /// Whether the answer carries `mutation.patch` (written by `body`, not kept in `response`).
+    patched: bool,
 }
 
 impl Answer {
     /// Turns the answer into a denial with `code` and the reason.
     pub fn deny(&mut self, code: u16, why: String) {
+        self.patched = false;
         self.response["response"] = json!({ "uid": self.uid, "allowed": false,
             "status": { "code": code, "message": why } });
         self.outcome = Outcome::Failed(why);
@@ -165,6 +168,7 @@ impl PodReview {
         answer.namespace = namespace.clone();
         let mutation = mutate::mutate(policy, &pod, &[], &namespace, &op, extras);
         answer.response = allowed(&answer.uid, &mutation);
+        answer.patched = !mutation.is_empty();
         answer.outcome = if mutation.is_empty() {
             Outcome::Unchanged
         } else {
@@ -172,6 +176,95 @@ impl PodReview {
         };
         answer.mutation = mutation;
         answer
+    }
+}
+
+impl Answer {
+    /// The AdmissionReview as sent. The patch is written straight into it, base64 as it goes: its
+    /// JSON and its base64 are never held whole, so a large Pod's answer costs its own size once.
+    pub fn body(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            #[serde(rename = "apiVersion")]
+            api_version: &'a Value,
+            kind: &'a Value,
+            response: Patched<'a>,
+        }
+        #[derive(Serialize)]
+        struct Patched<'a> {
+            #[serde(flatten)]
+            fields: &'a Value,
+            #[serde(rename = "patchType")]
+            patch_type: &'static str,
+            patch: Base64Json<'a, Patch>,
+        }
+        match self.patched {
+            false => exact_json(&self.response),
+            true => exact_json(&Envelope {
+                api_version: &self.response["apiVersion"],
+                kind: &self.response["kind"],
+                response: Patched {
+                    fields: &self.response["response"],
+                    patch_type: "JSONPatch",
+                    patch: Base64Json(&self.mutation.patch),
+                },
+            }),
+        }
+    }
+}
+
+/// JSON in a buffer of exactly its size: measured first, so a large answer is never copied into
+/// a buffer twice its size while it grows.
+fn exact_json<T: Serialize>(value: &T) -> Vec<u8> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    if serde_json::to_writer(&mut count, value).is_err() {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(count.0);
+    match serde_json::to_writer(&mut out, value) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Serialises as the base64 of a value's JSON, encoded while it is written.
+struct Base64Json<'a, T>(&'a T);
+
+impl<T: Serialize> Serialize for Base64Json<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<T: Serialize> std::fmt::Display for Base64Json<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// base64 is ASCII, so every chunk the encoder writes is text.
+        struct Text<'a, 'b>(&'a mut std::fmt::Formatter<'b>);
+        impl std::io::Write for Text<'_, '_> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let text = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
+                self.0.write_str(text).map_err(std::io::Error::other)?;
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut encoder =
+            base64::write::EncoderWriter::new(Text(f), &base64::engine::general_purpose::STANDARD);
+        serde_json::to_writer(&mut encoder, self.0).map_err(|_| std::fmt::Error)?;
+        encoder.finish().map_err(|_| std::fmt::Error)?;
+        Ok(())
     }
 }
 
@@ -188,16 +281,18 @@ pub fn read(body: &[u8], fail_closed: bool) -> Read {
         operation: String::new(),
         dry_run: false,
         mutation: Mutation::default(),
+        patched: false,
     };
     let review = match parsed {
         Ok(r) => r,
         Err(e) => {
+            answer.uid = uid_of_unreadable(body);
             return Answered(fail(
                 answer,
                 None,
                 format!("unreadable AdmissionReview: {e}"),
                 fail_closed,
-            ))
+            ));
         }
     };
     let api_version = review.api_version.clone();
@@ -287,13 +382,9 @@ pub fn read(body: &[u8], fail_closed: bool) -> Read {
             .map(|m| m.name.clone())
             .unwrap_or_default();
     }
-    let namespace = pod
-        .metadata
-        .as_ref()
-        .map(|m| m.namespace.as_str())
-        .filter(|n| !n.is_empty())
-        .unwrap_or(&answer.namespace)
-        .to_owned();
+    // The API server sets `request.namespace`; the object's own may say anything (a forged review),
+    // so decisions and writes go by the request's alone.
+    let namespace = answer.namespace.clone();
     Read::Pod(PodReview {
         answer,
         pod,
@@ -302,13 +393,26 @@ pub fn read(body: &[u8], fail_closed: bool) -> Read {
     })
 }
 
+/// The uid of a review that did not parse (invalid UTF-8 somewhere in the Pod, say), read from
+/// its text with the bad bytes replaced, so the API server can still match the answer.
+fn uid_of_unreadable(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Uid {
+        request: Option<UidOnly>,
+    }
+    #[derive(Deserialize)]
+    struct UidOnly {
+        uid: Option<String>,
+    }
+    let text = String::from_utf8_lossy(body);
+    serde_json::from_str::<Uid>(&text)
+        .ok()
+        .and_then(|r| r.request?.uid)
+        .unwrap_or_default()
+}
+
 fn allowed(uid: &str, m: &Mutation) -> Value {
     let mut response = json!({ "uid": uid, "allowed": true });
-    if !m.is_empty() {
-        let patch = serde_json::to_vec(&m.patch).unwrap_or_default();
-        response["patchType"] = json!("JSONPatch");
-        response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(patch));
-    }
     if !m.warnings.is_empty() {
         response["warnings"] = json!(m.warnings);
     }

@@ -326,7 +326,7 @@ pub fn explain_with(
             FieldDecision {
                 container: None,
                 field: None,
-                decision,
+                decision: decision.into(),
             }
         })
         .collect();

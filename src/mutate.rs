@@ -1,6 +1,7 @@
 //! A Pod (or a workload's pod template) in, decisions and a minimal JSON patch out. Pure.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use jsonptr::PointerBuf;
@@ -19,6 +20,9 @@ pub const KCI_DNS_CONFIG: &str = "k8s.ksyun.com/kci-dns-config";
 const KCI_TOLERATION: &str = "rbkci-virtual-kubelet.io/provider";
 /// The API server may cut longer warnings; kubectl prints each on one line.
 const MAX_WARNING: usize = 120;
+/// Warnings sent with one answer; past it one line says how many more there were. The API server
+/// keeps at most 4 KiB of warnings per request and drops duplicates; so does this.
+const MAX_WARNINGS: usize = 10;
 
 /// `null` reads as the empty value, as the API server treats it.
 fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -180,8 +184,9 @@ pub struct FieldDecision {
     pub container: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Shared by every field that names the same image.
     #[serde(flatten)]
-    pub decision: Decision,
+    pub decision: Arc<Decision>,
 }
 
 /// A pull secret the webhook keeps for a registry the policy has credentials for.
@@ -230,9 +235,34 @@ pub struct Mutation {
     /// Annotations this mutation sets, with their new values.
     pub annotations: BTreeMap<String, String>,
     pub warnings: Vec<String>,
+    /// Warnings past `MAX_WARNINGS`, counted, not kept.
+    #[serde(skip)]
+    more_warnings: usize,
 }
 
 impl Mutation {
+    /// Adds a warning, once, while there is room; past it only counts it.
+    pub fn warn(&mut self, warning: String) {
+        let warning = clip(warning);
+        if self.warnings.contains(&warning) {
+            return;
+        }
+        match self.warnings.len() < MAX_WARNINGS {
+            true => self.warnings.push(warning),
+            false => self.more_warnings += 1,
+        }
+    }
+
+    /// Ends the warnings with how many were left out.
+    fn close_warnings(&mut self) {
+        if self.more_warnings > 0 {
+            let more = std::mem::take(&mut self.more_warnings);
+            self.warnings.push(format!(
+                "... and {more} more warnings (the dry-run lists every decision)"
+            ));
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.patch.0.is_empty()
     }
@@ -267,13 +297,12 @@ impl ImageField<'_> {
 
 /// The images `op` lets the webhook decide, each once: what `verify` checks before deciding.
 pub fn images(spec: &PodSpec, op: &Operation) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for f in image_fields(spec, op) {
-        if !out.iter().any(|i| i == f.image) {
-            out.push(f.image.to_owned());
-        }
-    }
-    out
+    let mut seen = HashSet::new();
+    image_fields(spec, op)
+        .into_iter()
+        .filter(|f| seen.insert(f.image))
+        .map(|f| f.image.to_owned())
+        .collect()
 }
 
 fn image_fields<'a>(spec: &'a PodSpec, op: &Operation) -> Vec<ImageField<'a>> {
@@ -343,6 +372,19 @@ pub fn mutate(
     op: &Operation,
     extras: Extras<'_>,
 ) -> Mutation {
+    let mut m = decide_template(policy, template, base, namespace, op, extras);
+    m.close_warnings();
+    m
+}
+
+fn decide_template(
+    policy: &Policy,
+    template: &PodTemplate,
+    base: &[&str],
+    namespace: &str,
+    op: &Operation,
+    extras: Extras<'_>,
+) -> Mutation {
     let mut m = Mutation::default();
     let meta = template.metadata.as_ref();
     let fields = image_fields(&template.spec, op);
@@ -363,7 +405,7 @@ pub fn mutate(
             .map(|f| FieldDecision {
                 container: Some(f.name.to_owned()),
                 field: Some(pointer(base, &f.tokens()).to_string()),
-                decision: Decision {
+                decision: Arc::new(Decision {
                     image: f.image.to_owned(),
                     normalized: None,
                     result: Some(f.image.to_owned()),
@@ -372,36 +414,48 @@ pub fn mutate(
                     error: None,
                     tried: Vec::new(),
                     registry: None,
-                },
+                }),
             })
             .collect();
         return m;
     }
 
     let mut registries: Vec<String> = Vec::new();
+    let mut seen_registries: HashSet<String> = HashSet::new();
+    // A Pod may name one image in many containers: each distinct one is decided once.
+    let mut decided: HashMap<&str, Arc<Decision>> = HashMap::new();
+    m.decisions.reserve_exact(fields.len());
+    m.patch.0.reserve(fields.len());
     let mut originals: BTreeMap<String, String> = BTreeMap::new();
     for f in &fields {
         let verdict = extras.verdicts.and_then(|v| v.get(f.image));
-        let decision = decide_with(policy, f.image, verdict);
+        let decision = decided
+            .entry(f.image)
+            .or_insert_with(|| Arc::new(decide_with(policy, f.image, verdict)))
+            .clone();
         if verdict.is_some_and(|v| v.chosen.is_none() && !v.tried.is_empty()) {
-            m.warnings.push(clip(format!(
+            m.warn(format!(
                 "image {}: no mirror has it; pulled from its own registry",
                 f.image
-            )));
+            ));
+        } else if decision.changed()
+            && crate::rewrite::unpinned(policy.verify.pin_digest, f.image.contains('@'), verdict)
+        {
+            m.warn(format!("image {}: {}", f.image, crate::rewrite::NOT_PINNED));
         }
         let path = pointer(base, &f.tokens());
         if let Some(reg) = &decision.registry {
-            if !registries.contains(reg) {
+            if seen_registries.insert(reg.clone()) {
                 registries.push(reg.clone());
             }
         }
         if let Some(err) = &decision.error {
-            m.warnings.push(clip(format!(
+            m.warn(format!(
                 "{} {}: invalid image \"{}\": {err}",
                 singular(f.list),
                 f.name,
                 f.image
-            )));
+            ));
         }
         if decision.changed() {
             if let Some(result) = &decision.result {
@@ -410,8 +464,7 @@ pub fn mutate(
                     value: Value::String(result.clone()),
                 }));
                 if policy.warnings {
-                    m.warnings
-                        .push(clip(format!("image {} rewritten to {result}", f.image)));
+                    m.warn(format!("image {} rewritten to {result}", f.image));
                 }
                 originals.insert(format!("{}/{}", f.list, f.name), f.image.to_owned());
             }
@@ -430,9 +483,9 @@ pub fn mutate(
             .iter()
             .filter(|(s, _)| !has_secret(&template.spec, s))
         {
-            m.warnings.push(clip(format!(
+            m.warn(format!(
                 "pull secret {s} is needed but cannot be added to a running pod"
-            )));
+            ));
         }
         return m;
     }

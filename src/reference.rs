@@ -328,6 +328,11 @@ fn is_digest_syntax(d: &str) -> bool {
     alg_ok && hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Whether `d` is a digest a reference may carry (`sha256:<64 hex>`, `sha512:<128 hex>`).
+pub fn is_valid_digest(d: &str) -> bool {
+    is_digest_syntax(d) && validate_digest(d).is_ok()
+}
+
 /// go-digest's `Validate`: a registered algorithm, its exact length, lower-case hex.
 fn validate_digest(d: &str) -> Result<(), ReferenceError> {
     let (alg, hex) = d.split_once(':').unwrap_or((d, ""));

@@ -100,6 +100,11 @@ pub type Observer = Arc<dyn Fn(&str, Duration) + Send + Sync>;
 
 const TIMED_OUT: &str = "timed out (verify.timeout)";
 
+/// The most of a registry's answer body that is read: token answers are a few KB.
+pub const MAX_REGISTRY_BODY: usize = 64 * 1024;
+/// Redirects followed per request, as Docker's client allows a few.
+const MAX_REDIRECTS: usize = 3;
+
 /// Checks images against their endpoints. An image's check runs as a task of its own, so it
 /// finishes and caches its answers even when the review that started it has stopped waiting,
 /// and every review asking for the same image meanwhile waits on that one task.
@@ -311,7 +316,7 @@ impl Inner {
             return Ok(c.clone());
         }
         let mut b = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(redirect_policy())
             .pool_idle_timeout(Duration::from_secs(30));
         if let Some(cfg) = policy.config_for(host) {
             let tls = &cfg.tls;
@@ -499,10 +504,12 @@ where
     };
     match resp.status().as_u16() {
         200 => Answer::Present {
+            // Only a well-formed digest is ever put into a reference.
             digest: resp
                 .headers()
                 .get("docker-content-digest")
                 .and_then(|v| v.to_str().ok())
+                .filter(|d| crate::reference::is_valid_digest(d))
                 .map(str::to_owned),
         },
         404 => Answer::absent(Absence::NotFound, "not found"),
@@ -511,8 +518,26 @@ where
     }
 }
 
+/// Follows a few redirects, never from HTTPS to plain HTTP: a registry reached over TLS must not
+/// send the check (and the token request's credentials) into clear text.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.url().scheme() != "https"
+            && attempt.previous().iter().any(|u| u.scheme() == "https");
+        if downgrade {
+            attempt.error("redirect from HTTPS to plain HTTP refused")
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 fn transport_reason(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
+    if e.is_redirect() {
+        "refused a redirect (from HTTPS to plain HTTP, or more than 3)".into()
+    } else if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
         "cannot connect".into()
@@ -568,15 +593,36 @@ HTTPS; the credentials are not sent there"
             resp.status().as_u16()
         ));
     }
-    let body: serde_json::Value = resp
-        .json()
+    let body = read_capped(resp, MAX_REGISTRY_BODY)
         .await
-        .map_err(|_| "token: unreadable answer".to_owned())?;
-    body.get("token")
-        .or_else(|| body.get("access_token"))
-        .and_then(|t| t.as_str())
-        .map(str::to_owned)
+        .map_err(|why| format!("token: {why}"))?;
+    #[derive(serde::Deserialize)]
+    struct TokenAnswer {
+        token: Option<String>,
+        access_token: Option<String>,
+    }
+    let answer: TokenAnswer =
+        serde_json::from_slice(&body).map_err(|_| "token: unreadable answer".to_owned())?;
+    answer
+        .token
+        .or(answer.access_token)
         .ok_or_else(|| "token: no token in the answer".to_owned())
+}
+
+/// Reads a body of at most `max` bytes; a larger one is refused as soon as it shows.
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let too_large = || format!("the answer is over {} KiB", max / 1024);
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport_reason(&e))? {
+        if body.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Whether credentials for a registry may go to its token service: not in clear text when the

@@ -90,22 +90,27 @@ fn decide_inner(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Deci
             failover(image, &reference)
         }
         Ok(Route::Default(default)) => {
+            let pin = policy.verify.pin_digest;
             let candidate = pinned(
                 format!("{}/{}", default.prefix, image),
                 &reference,
                 verdict,
-                policy.verify.pin_digest,
+                pin,
             );
+            let mut reason = format!(
+                "written without a registry; the default registry is {}",
+                default.prefix
+            );
+            if unpinned(pin, reference.digest().is_some(), verdict) {
+                reason = format!("{reason}; {NOT_PINNED}");
+            }
             finish(
                 image,
                 &reference,
                 candidate,
                 &default.host,
                 &default.rule,
-                format!(
-                    "written without a registry; the default registry is {}",
-                    default.prefix
-                ),
+                reason,
             )
         }
     }
@@ -153,6 +158,15 @@ fn failover(image: &str, reference: &Reference) -> Decision {
         reference,
         "verify: no endpoint has the image; the original reference stays".into(),
     )
+}
+
+/// Said when `pinDigest` cannot pin: the chosen mirror gave no usable digest.
+pub const NOT_PINNED: &str =
+    "not pinned: the mirror sent no valid Docker-Content-Digest, so the tag alone is used";
+
+/// Whether `pinDigest` wanted a digest for this reference and the verdict has none to give.
+pub fn unpinned(pin: bool, has_digest: bool, verdict: Option<&Verdict>) -> bool {
+    pin && !has_digest && verdict.is_some_and(|v| v.chosen.is_some() && v.digest.is_none())
 }
 
 /// With `verify.pinDigest`, the digest the mirror answered is added to a reference without one.
@@ -228,6 +242,9 @@ fn through_mirror(
     if let Some(pattern) = rewrite {
         reason.push_str(&format!("; rewrite `{pattern}` applied"));
     }
+    if unpinned(pin, reference.digest().is_some(), verdict) {
+        reason = format!("{reason}; {NOT_PINNED}");
+    }
     finish(
         image,
         reference,
@@ -240,13 +257,12 @@ fn through_mirror(
 
 /// The first rewrite rule (in file order) that matches the repository path replaces every match.
 fn rewrite_path<'a>(mirror: &'a Mirror, path: &'a str) -> (Cow<'a, str>, Option<&'a str>) {
-    if mirror.rewrites.is_empty() {
-        return (Cow::Borrowed(path), None);
-    }
-    if !mirror.rewrite_set.is_match(path) {
-        return (Cow::Borrowed(path), None);
-    }
-    match mirror.rewrite_set.matches(path).iter().next() {
+    let first = match &mirror.rewrite_set {
+        Some(set) if set.is_match(path) => set.matches(path).iter().next(),
+        Some(_) => None,
+        None => mirror.rewrites.iter().position(|w| w.regex.is_match(path)),
+    };
+    match first {
         Some(i) => {
             let rule = &mirror.rewrites[i];
             (

@@ -17,12 +17,19 @@ use crate::yaml::Pos;
 
 /// A built regex may not grow past this; it bounds memory and compile time for hostile input.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Regexes in one policy (rewrite rules and exclude.images). A compiled regex takes 15-30 KB,
+/// so this bounds them to about 30 MB; real policies have tens.
+pub const MAX_REGEXES: usize = 1_000;
+/// Up to this many rewrite rules a mirror tries them one by one; past it, one `RegexSet` finds
+/// the first match in one scan.
+const FEW_RULES: usize = 4;
 /// Admission webhooks time out after 30 s at most; a check that runs longer is never useful.
 const MAX_VERIFY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Policy> {
     let mut r = Reader {
         diags: std::mem::take(diags),
+        regexes: 0,
     };
     if doc.empty {
         r.push(
@@ -92,7 +99,7 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
                 key: host,
                 endpoints: Vec::new(),
                 rewrites: Vec::new(),
-                rewrite_set: RegexSet::empty(),
+                rewrite_set: None,
             });
             entry.endpoints.push(MirrorEndpoint {
                 endpoint: ep.clone(),
@@ -352,7 +359,8 @@ fn compile_mirror(r: &mut Reader, m: &MirrorDoc, config_keys: &HashSet<&str>) ->
     Some(Mirror {
         key: key.to_owned(),
         endpoints,
-        rewrite_set: build_set(r, &patterns, &format!("{path}.rewrite")),
+        rewrite_set: (patterns.len() > FEW_RULES)
+            .then(|| build_set(r, &patterns, &format!("{path}.rewrite"))),
         rewrites,
     })
 }
@@ -376,6 +384,17 @@ fn build_set<S: AsRef<str>>(r: &mut Reader, patterns: &[S], path: &str) -> Regex
 }
 
 fn compile_regex(r: &mut Reader, pat: &Spanned<String>, path: &str) -> Option<Regex> {
+    r.regexes += 1;
+    if r.regexes > MAX_REGEXES {
+        if r.regexes == MAX_REGEXES + 1 {
+            r.error(
+                pat.pos,
+                path,
+                format!("more than {MAX_REGEXES} regexes (rewrite rules and exclude.images) in one policy; the rest are not read"),
+            );
+        }
+        return None;
+    }
     match regex::RegexBuilder::new(&pat.value)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
@@ -406,6 +425,9 @@ fn check_replacement(r: &mut Reader, regex: &Regex, rep: &Spanned<String>, path:
     let groups = regex.captures_len();
     let b = rep.value.as_bytes();
     let mut i = 0;
+    // The text between group references, which every rewritten path contains as written.
+    let mut literals: Vec<&str> = Vec::new();
+    let mut literal_start = 0;
     while i < b.len() {
         if b[i] != b'$' {
             i += 1;
@@ -415,6 +437,7 @@ fn check_replacement(r: &mut Reader, regex: &Regex, rep: &Spanned<String>, path:
             i += 2;
             continue;
         }
+        literals.push(&rep.value[literal_start..i]);
         let (name, braced, next) = if b.get(i + 1) == Some(&b'{') {
             match rep.value[i + 2..].find('}') {
                 Some(end) => (&rep.value[i + 2..i + 2 + end], true, i + 3 + end),
@@ -428,6 +451,7 @@ fn check_replacement(r: &mut Reader, regex: &Regex, rep: &Spanned<String>, path:
             (&rep.value[i + 1..i + 1 + len], false, i + 1 + len)
         };
         i = next.max(i + 1);
+        literal_start = i;
         if name.is_empty() {
             continue;
         }
@@ -453,6 +477,39 @@ fn check_replacement(r: &mut Reader, regex: &Regex, rep: &Spanned<String>, path:
             );
         }
     }
+    literals.push(&rep.value[literal_start..]);
+    if let Some(why) = never_a_path(&literals) {
+        r.push(
+            Severity::Warning,
+            rep.pos,
+            path,
+            format!("every path this replacement makes is an invalid image reference: {why}; such images are left as they are"),
+            Some("repository paths are lower-case letters, digits and `.`, `_`, `-` between `/`-separated components".into()),
+        );
+    }
+}
+
+/// Why text that every rewritten path contains makes it invalid, if it does: characters a
+/// repository path never has, an empty component, or a leading or trailing `/`.
+fn never_a_path(literals: &[&str]) -> Option<String> {
+    let allowed = |c: char| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '-' | '/');
+    for lit in literals {
+        if let Some(c) = lit.chars().find(|c| !allowed(*c)) {
+            return Some(format!("it contains `{c}`"));
+        }
+        if lit.contains("//") {
+            return Some("it contains `//`".into());
+        }
+    }
+    let first = literals.first().copied().unwrap_or_default();
+    let last = literals.last().copied().unwrap_or_default();
+    if first.starts_with('/') {
+        return Some("it starts with `/`".into());
+    }
+    if last.ends_with('/') {
+        return Some("it ends with `/`".into());
+    }
+    None
 }
 
 fn plain_text_warning(r: &mut Reader, pos: Pos, path: &str) {

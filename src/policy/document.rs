@@ -152,6 +152,8 @@ const ANTHOS_KEYS: &[&str] = &[
 /// Collects diagnostics while walking the tree.
 pub(super) struct Reader {
     pub diags: Vec<Diagnostic>,
+    /// Regexes compiled so far (each costs tens of KB compiled; their number is bounded).
+    pub regexes: usize,
 }
 
 impl Reader {
@@ -315,7 +317,10 @@ pub(super) fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Reads a policy text. `None` when the text is not YAML or not a mapping at all.
 pub(super) fn read(text: &str) -> (Option<Document>, Vec<Diagnostic>) {
-    let mut r = Reader { diags: Vec::new() };
+    let mut r = Reader {
+        diags: Vec::new(),
+        regexes: 0,
+    };
     let root = match yaml::parse_single(text) {
         Ok(root) => root,
         Err(e) => {

@@ -19,6 +19,9 @@ pub use endpoint::{Endpoint, Scheme};
 
 use crate::yaml::Pos;
 
+/// The largest policy accepted by default: what a ConfigMap can hold.
+pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+
 /// The sample policy `serve` runs on when given none.
 pub const SAMPLE_POLICY: &str = include_str!("sample-policy.yaml");
 
@@ -148,8 +151,9 @@ pub struct Mirror {
     pub key: String,
     pub endpoints: Vec<MirrorEndpoint>,
     pub rewrites: Vec<Rewrite>,
-    /// All rewrite regexes at once, so the first match costs one scan however many rules there are.
-    pub rewrite_set: RegexSet,
+    /// All rewrite regexes at once, so the first match costs one scan however many rules there
+    /// are; only for more than a few rules, since a set costs as much memory as its regexes again.
+    pub rewrite_set: Option<RegexSet>,
 }
 
 /// Where images written without a registry go (RKE `is_default`, or `defaultRegistry`).
@@ -250,8 +254,28 @@ fn first_error(diags: &[Diagnostic]) -> String {
 }
 
 impl Policy {
-    /// Reads, validates and compiles a policy document.
+    /// Reads, validates and compiles a policy document of at most `MAX_POLICY_BYTES`.
     pub fn load(text: &str) -> Result<Loaded, Rejected> {
+        Policy::load_limited(text, MAX_POLICY_BYTES)
+    }
+
+    /// Reads, validates and compiles a policy document of at most `max_bytes`; a larger one is
+    /// refused before it is read, so its size never becomes memory or time.
+    pub fn load_limited(text: &str, max_bytes: usize) -> Result<Loaded, Rejected> {
+        if text.len() > max_bytes {
+            return Err(Rejected {
+                diagnostics: vec![Diagnostic {
+                    severity: Severity::Error,
+                    pos: Pos { line: 1, col: 1 },
+                    path: String::new(),
+                    message: format!(
+                        "the policy is {} bytes; at most {max_bytes} are accepted",
+                        text.len()
+                    ),
+                    hint: Some("split it, or raise serve --max-policy-bytes".into()),
+                }],
+            });
+        }
         let (doc, mut diagnostics) = document::read(text);
         let policy = doc.and_then(|doc| compile::compile(doc, &mut diagnostics));
         diagnostics.sort_by_key(|d| (d.pos.line, d.pos.col));

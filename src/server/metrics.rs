@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -14,6 +15,11 @@ pub struct OutcomeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabel {
     pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,6 +39,9 @@ pub struct Metrics {
     pub verify_checks: Family<ResultLabel, Counter>,
     pub verify_seconds: Histogram,
     pub dry_runs: Counter,
+    pub open_connections: Gauge,
+    pub connections_refused: Counter,
+    pub requests_refused: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -95,6 +104,24 @@ impl Default for Metrics {
         );
         let dry_runs = Counter::default();
         registry.register("dry_runs", "Dry-run requests answered", dry_runs.clone());
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Connections open on the listeners (bounded by --max-connections each)",
+            open_connections.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed on arrival because a listener had --max-connections open",
+            connections_refused.clone(),
+        );
+        let requests_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "requests_refused",
+            "Requests refused before they were read, by reason (too_large, body_timeout, busy)",
+            requests_refused.clone(),
+        );
         Metrics {
             registry,
             reviews,
@@ -107,6 +134,9 @@ impl Default for Metrics {
             verify_checks,
             verify_seconds,
             dry_runs,
+            open_connections,
+            connections_refused,
+            requests_refused,
         }
     }
 }
@@ -118,6 +148,14 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    pub fn refused(&self, reason: &str) {
+        self.requests_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     pub fn reload(family: &Family<ResultLabel, Counter>, ok: bool) {

@@ -1,5 +1,7 @@
 //! `serve`: the HTTPS admission server, its admin listener, reloads and graceful shutdown.
 
+pub mod body;
+pub mod conn;
 pub mod metrics;
 pub mod routes;
 pub mod selfmanaged;
@@ -12,26 +14,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use arc_swap::ArcSwapOption;
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use crate::policy::{Policy, Severity, SAMPLE_POLICY};
 use crate::source;
 use crate::source::NamespacedName;
 use metrics::Metrics;
-
-/// A client must finish its TLS handshake and send its request headers within this time.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// In-flight requests get this long to finish after shutdown begins.
-const GRACE: Duration = Duration::from_secs(25);
+use tls::TlsError;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
@@ -110,6 +101,29 @@ pub struct ServeArgs {
     /// Largest request body accepted; larger ones get 413.
     #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Request bodies held in memory at once, all requests together. A request past it waits for
+    /// room until --request-timeout, then gets 503.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BODIES_BYTES)]
+    pub max_bodies_bytes: usize,
+    /// A request's body must arrive within this time, or it gets 408. The API server gives a
+    /// webhook call at most 30 s (timeoutSeconds).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub request_timeout: Duration,
+    /// Open connections per listener; past it a new connection is closed at once.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_connections: u32,
+    /// A connection with no request for this long is closed. Longer than the API server's own
+    /// idle timeout for webhook connections (90 s, client-go's IdleConnTimeout), so that the
+    /// client always closes first and never reuses a connection the server is closing.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// Require a client certificate signed by a CA in this PEM file (the API server's, as its
+    /// AdmissionConfiguration names it); re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Largest policy accepted, from a file or the ConfigMap (which holds at most 1 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::policy::MAX_POLICY_BYTES)]
+    pub max_policy_bytes: usize,
     /// How often the policy and certificate files are checked for changes.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub reload_interval: Duration,
@@ -133,9 +147,14 @@ pub struct State {
     pub checker: crate::registry::Checker,
     pub metrics: Arc<Metrics>,
     pub fail_closed: bool,
-    pub max_body: usize,
+    pub bodies: Arc<body::Bodies>,
+    pub max_policy_bytes: usize,
     shutting_down: AtomicBool,
 }
+
+/// Bodies held at once by default: two of the largest a review may be, or thousands of ordinary
+/// ones (a few KB each), well inside the chart's 128 MiB memory limit.
+pub const DEFAULT_BODIES_BYTES: usize = 16 * 1024 * 1024;
 
 impl State {
     pub fn new(fail_closed: bool, max_body: usize) -> Self {
@@ -150,6 +169,12 @@ impl State {
                 .inc();
             observed.verify_seconds.observe(took.as_secs_f64());
         });
+        let bodies = body::Bodies::new(
+            max_body,
+            DEFAULT_BODIES_BYTES,
+            Duration::from_secs(30),
+            metrics.clone(),
+        );
         State {
             policy: ArcSwapOption::empty(),
             pull_secrets: None,
@@ -157,7 +182,8 @@ impl State {
             checker: crate::registry::Checker::new(observe),
             metrics,
             fail_closed,
-            max_body,
+            bodies: Arc::new(bodies),
+            max_policy_bytes: crate::policy::MAX_POLICY_BYTES,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -174,9 +200,15 @@ impl State {
     }
 
     /// Loads a policy text and swaps it in; a text that does not load keeps the current policy.
-    /// Gives the number of warnings, or why the text was refused.
-    pub fn apply_policy(&self, origin: &str, text: &str) -> Result<usize, String> {
-        match Policy::load(text) {
+    /// The load runs on a blocking thread, so reviews never wait for it. Gives the number of
+    /// warnings, or why the text was refused.
+    pub async fn apply_policy(&self, origin: &str, text: String) -> Result<usize, String> {
+        let max = self.max_policy_bytes;
+        let loaded = tokio::task::spawn_blocking(move || Policy::load_limited(&text, max))
+            .await
+            .map_err(|e| format!("the policy load did not finish: {e}"))
+            .and_then(|r| r.map_err(|rejected| rejected.to_string()));
+        match loaded {
             Ok(loaded) => {
                 let warnings = loaded
                     .diagnostics
@@ -190,11 +222,11 @@ impl State {
                 tracing::info!(origin, warnings, "policy loaded");
                 Ok(warnings)
             }
-            Err(rejected) => {
+            Err(why) => {
                 Metrics::reload(&self.metrics.policy_reloads, false);
                 let kept = self.policy.load().is_some();
-                tracing::error!(origin, error = %rejected, kept_last_good = kept, "policy rejected");
-                Err(rejected.to_string())
+                tracing::error!(origin, error = %why, kept_last_good = kept, "policy rejected");
+                Err(why)
             }
         }
     }
@@ -226,6 +258,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut state = State::new(args.fail_closed, args.max_body_bytes);
+    state.bodies = Arc::new(body::Bodies::new(
+        args.max_body_bytes,
+        args.max_bodies_bytes,
+        args.request_timeout,
+        state.metrics.clone(),
+    ));
+    state.max_policy_bytes = args.max_policy_bytes;
     let client =
         if args.policy_configmap.is_some() || args.cert_secret.is_some() || args.pull_secrets {
             Some(kube::Client::try_default().await.context(
@@ -261,7 +300,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 ("built-in sample".to_owned(), SAMPLE_POLICY.to_owned())
             }
         };
-        if let Err(why) = state.apply_policy(&origin, &text) {
+        if let Err(why) = state.apply_policy(&origin, text.clone()).await {
             anyhow::bail!("{origin} is not a valid policy: {why}");
         }
         policy_text = Some(text);
@@ -299,46 +338,60 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let key = tls::certified_key(&cert_pem, &key_pem).context("cannot use the TLS certificate")?;
     Metrics::reload(&state.metrics.tls_reloads, true);
     let resolver = Arc::new(tls::Resolver::new(key));
-    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver.clone())?));
+    let client_ca = match &args.client_ca_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        None => None,
+    };
+    let config = tls::server_config(resolver.clone(), client_ca.as_deref())
+        .context("cannot use the TLS settings")?;
+    let tls_config: conn::TlsConfig = Arc::new(ArcSwap::from_pointee(config));
 
     if let (Some(path), Some(text)) = (args.policy_file.clone(), policy_text) {
         let state = state.clone();
         let loaded = vec![text.into_bytes()];
-        tasks.spawn(source::file::watch(vec![path.clone()], loaded, args.reload_interval, move |read| match read {
-            Ok(files) => {
-                let text = String::from_utf8_lossy(files.first().map_or(&[][..], Vec::as_slice));
-                // A refusal is logged and counted inside; the last good policy stays.
-                let _ = state.apply_policy(&path.display().to_string(), &text);
-            }
-            Err(e) => {
-                Metrics::reload(&state.metrics.policy_reloads, false);
-                tracing::error!(error = %e, "policy file unreadable; keeping the last good policy");
+        tasks.spawn(source::file::watch(vec![path.clone()], loaded, args.reload_interval, move |read| {
+            let state = state.clone();
+            let origin = path.display().to_string();
+            async move {
+                match read {
+                    Ok(files) => {
+                        let text = files.into_iter().next().unwrap_or_default();
+                        let text = String::from_utf8(text)
+                            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                        // A refusal is logged and counted inside; the last good policy stays.
+                        let _ = state.apply_policy(&origin, text).await;
+                    }
+                    Err(e) => {
+                        Metrics::reload(&state.metrics.policy_reloads, false);
+                        tracing::error!(error = %e, "policy file unreadable; keeping the last good policy");
+                    }
+                }
             }
         }));
     }
     if let (Some(c), Some(k)) = (args.tls_cert.clone(), args.tls_key.clone()) {
-        let state = state.clone();
         let resolver = resolver.clone();
-        let loaded = vec![cert_pem, key_pem];
-        tasks.spawn(source::file::watch(vec![c, k], loaded, args.reload_interval, move |read| match read {
-            Ok(files) => {
-                match tls::certified_key(&files[0], &files[1]) {
-                    Ok(key) => {
-                        resolver.swap(key);
-                        Metrics::reload(&state.metrics.tls_reloads, true);
-                        tracing::info!("TLS certificate reloaded");
-                    }
-                    Err(e) => {
-                        Metrics::reload(&state.metrics.tls_reloads, false);
-                        tracing::error!(error = %e, "TLS certificate rejected; serving the previous one");
-                    }
-                }
-            }
-            Err(e) => {
-                Metrics::reload(&state.metrics.tls_reloads, false);
-                tracing::error!(error = %e, "TLS files unreadable; serving the previous certificate");
-            }
-        }));
+        tasks.spawn(watch_tls(
+            "serving certificate",
+            vec![c, k],
+            vec![cert_pem, key_pem],
+            args.reload_interval,
+            state.metrics.clone(),
+            |files| tls::certified_key(&files[0], &files[1]),
+            move |key| resolver.swap(key),
+        ));
+    }
+    if let (Some(path), Some(loaded)) = (args.client_ca_file.clone(), client_ca) {
+        let (resolver, tls_config) = (resolver.clone(), tls_config.clone());
+        tasks.spawn(watch_tls(
+            "client CA",
+            vec![path],
+            vec![loaded],
+            args.reload_interval,
+            state.metrics.clone(),
+            move |files| tls::server_config(resolver.clone(), Some(&files[0])),
+            move |config| tls_config.store(Arc::new(config)),
+        ));
     }
 
     if let Some(pull_secrets) = state.pull_secrets.clone() {
@@ -359,16 +412,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ));
     }
 
+    let limits = conn::Limits {
+        max_connections: args.max_connections as usize,
+        idle_timeout: args.idle_timeout,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "webhook listening (HTTPS)");
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(accept_loop(
+    servers.spawn(conn::accept_loop(
         listener,
-        Some(acceptor),
+        Some(tls_config),
         routes::webhook(state.clone()),
+        limits,
+        state.metrics.clone(),
         stop_rx.clone(),
     ));
     if let Some(addr) = args.admin_listen {
@@ -376,10 +435,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(address = %admin.local_addr()?, "admin listening (HTTP)");
-        servers.spawn(accept_loop(
+        servers.spawn(conn::accept_loop(
             admin,
             None,
             routes::admin(state.clone()),
+            limits,
+            state.metrics.clone(),
             stop_rx,
         ));
     }
@@ -395,6 +456,36 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tasks.abort_all();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Watches TLS files and applies each version that parses; one that does not (or cannot be read)
+/// keeps what is served. Either way it is logged and counted in `tls_reloads_total`.
+fn watch_tls<T>(
+    what: &'static str,
+    paths: Vec<PathBuf>,
+    loaded: Vec<Vec<u8>>,
+    every: Duration,
+    metrics: Arc<Metrics>,
+    parse: impl Fn(&[Vec<u8>]) -> Result<T, TlsError> + Send + 'static,
+    apply: impl Fn(T) + Send + 'static,
+) -> impl std::future::Future<Output = ()> {
+    source::file::watch(paths, loaded, every, move |read| {
+        match read
+            .map_err(TlsError::Unreadable)
+            .and_then(|files| parse(&files))
+        {
+            Ok(value) => {
+                apply(value);
+                Metrics::reload(&metrics.tls_reloads, true);
+                tracing::info!(what, "reloaded");
+            }
+            Err(e) => {
+                Metrics::reload(&metrics.tls_reloads, false);
+                tracing::error!(what, error = %e, "rejected; keeping the previous one");
+            }
+        }
+        std::future::ready(())
+    })
 }
 
 /// Brings managed pull secrets up to date with their sources, so a rotation needs no Pod change.
@@ -503,78 +594,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-/// Accepts connections until told to stop, then waits for those in flight to finish.
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    app: Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let (tcp, _peer) = match accepted {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let app = app.clone();
-        let watcher = graceful.watcher();
-        match tls.clone() {
-            Some(acceptor) => {
-                tokio::spawn(async move {
-                    match tokio::time::timeout(CLIENT_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, app, watcher).await,
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
-                });
-            }
-            None => {
-                tokio::spawn(serve_connection(tcp, app, watcher));
-            }
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the grace period; closing them");
-    }
-}
-
-async fn serve_connection<IO>(io: IO, app: Router, watcher: hyper_util::server::graceful::Watcher)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(CLIENT_TIMEOUT)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    let service = TowerToHyperService::new(app);
-    let conn = builder
-        .serve_connection(TokioIo::new(io), service)
-        .into_owned();
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -19,12 +19,17 @@ use crate::server::metrics::{OutcomeLabel, RuleLabel};
 
 /// The webhook listener: admission, dry-run and the probes.
 pub fn webhook(state: Arc<State>) -> Router {
-    let limit = state.max_body;
+    let bodies = state.bodies.clone();
     Router::new()
         .route("/mutate", post(mutate))
         .route("/dry-run", post(dry_run_objects).get(dry_run_image))
         .merge(probes())
-        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            bodies,
+            super::body::bounded,
+        ))
+        // The body is whole and within --max-body-bytes by now (`body::bounded`).
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -91,8 +96,8 @@ async fn mutate(Extract(state): Extract<Arc<State>>, headers: HeaderMap, body: B
         admission::Read::Answered(answer) => answer,
         admission::Read::Pod(pod) => {
             let verdicts = match &policy {
-                Some(p) => state.checker.verdicts(p, &pod.images()).await,
-                None => None,
+                Some(p) if p.verify.enabled => state.checker.verdicts(p, &pod.images()).await,
+                _ => None,
             };
             let extras = Extras {
                 managed_secrets: state.pull_secrets.is_some(),
@@ -118,7 +123,7 @@ async fn mutate(Extract(state): Extract<Arc<State>>, headers: HeaderMap, body: B
                 .inc();
         }
     }
-    let body = serde_json::to_vec(&answer.response).unwrap_or_default();
+    let body = answer.body();
     m.review_seconds.observe(started.elapsed().as_secs_f64());
     log(&answer);
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -133,6 +138,21 @@ async fn materialise(
     answer: &mut admission::Answer,
 ) {
     let ns = answer.namespace.clone();
+    if ns.is_empty() {
+        // Only the API server's `request.namespace` says where a Secret may be written.
+        for name in answer
+            .mutation
+            .managed_secrets
+            .iter()
+            .map(|m| m.name.clone())
+            .collect::<Vec<_>>()
+        {
+            answer.warn(format!(
+                "pull secret {name} not made: the review names no namespace"
+            ));
+        }
+        return;
+    }
     let results = futures::future::join_all(
         answer
             .mutation

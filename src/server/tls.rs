@@ -26,6 +26,10 @@ pub enum TlsError {
     Generate(String),
     #[error("TLS configuration: {0}")]
     Config(String),
+    #[error("client CA: {0}")]
+    ClientCa(String),
+    #[error("{0}")]
+    Unreadable(String),
 }
 
 /// Parses a PEM certificate chain and key into what rustls serves; refuses a pair that disagrees.
@@ -69,13 +73,39 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// TLS 1.2 and 1.3, HTTP/2 preferred over HTTP/1.1.
-pub fn server_config(resolver: Arc<Resolver>) -> Result<ServerConfig, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+/// TLS 1.2 and 1.3, HTTP/2 preferred over HTTP/1.1; with `client_ca` (PEM), only clients with a
+/// certificate that CA signed get through the handshake.
+pub fn server_config(
+    resolver: Arc<Resolver>,
+    client_ca: Option<&[u8]>,
+) -> Result<ServerConfig, TlsError> {
+    let provider = Arc::new(provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| TlsError::ClientCa(format!("not PEM: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::ClientCa("no certificate in the file".into()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -113,7 +113,7 @@ async fn apply(state: &State, origin: &str, cm: &ConfigMap, seen: &mut Seen, eve
         return;
     }
     *seen = Seen::Text(text.clone());
-    match state.apply_policy(origin, text) {
+    match state.apply_policy(origin, text.clone()).await {
         Ok(warnings) => {
             let note = format!("policy loaded with {warnings} warning(s)");
             events

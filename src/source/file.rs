@@ -8,13 +8,14 @@ use std::time::Duration;
 /// Reads `paths` every `interval` and calls `on_change` with their contents whenever they differ
 /// from what was last seen (at first: `loaded`, what the caller already acted on), or with the
 /// error when they cannot be read (once per new error). Runs until the task is dropped.
-pub async fn watch<F>(
+pub async fn watch<F, Fut>(
     paths: Vec<PathBuf>,
     loaded: Vec<Vec<u8>>,
     interval: Duration,
     mut on_change: F,
 ) where
-    F: FnMut(Result<Vec<Vec<u8>>, String>) + Send,
+    F: FnMut(Result<Vec<Vec<u8>>, String>) -> Fut + Send,
+    Fut: std::future::Future<Output = ()> + Send,
 {
     let mut last: Option<Result<Vec<Vec<u8>>, String>> = Some(Ok(loaded));
     let mut tick = tokio::time::interval(interval);
@@ -37,7 +38,7 @@ pub async fn watch<F>(
             None => Ok(read),
         };
         if last.as_ref() != Some(&now) {
-            on_change(now.clone());
+            on_change(now.clone()).await;
             last = Some(now);
         }
     }
