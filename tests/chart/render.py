@@ -205,6 +205,41 @@ def main(binary):
                               "kci": {"enabled": "auto"}}})
     common(case, docs, binary)
 
+    case = "limits, client authentication and a NetworkPolicy"
+    api_servers = [{"ipBlock": {"cidr": "10.0.0.0/24"}}]
+    docs = render({"limits": {"maxConnections": 64, "idleTimeout": "150s", "maxBodiesBytes": 33554432},
+                   "clientAuth": {"caCert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"},
+                   "networkPolicy": {"enabled": True, "webhookFrom": api_servers}})
+    hook, c, deploy = common(case, docs, binary)
+    if hook:
+        check(case, "limits reach the flags",
+              (flag(c["args"], "max-connections"), flag(c["args"], "idle-timeout"),
+               flag(c["args"], "max-bodies-bytes")) == ("64", "150s", "33554432"), c["args"])
+        ca_file = flag(c["args"], "client-ca-file")
+        cm = one(docs, "ConfigMap", f"{FULL}-client-ca")
+        check(case, "the client CA is rendered into a ConfigMap", cm is not None and "BEGIN" in cm["data"]["ca.crt"])
+        mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+        volumes = {v["name"]: v for v in deploy["spec"]["template"]["spec"].get("volumes", [])}
+        check(case, "--client-ca-file is the mounted ConfigMap's ca.crt",
+              ca_file == f"{mounts.get('client-ca')}/ca.crt"
+              and volumes.get("client-ca", {}).get("configMap", {}).get("name") == f"{FULL}-client-ca",
+              (ca_file, mounts, volumes))
+        probes = [c["readinessProbe"]["httpGet"]["port"], c["livenessProbe"]["httpGet"]["port"]]
+        check(case, "probes use the admin port, which needs no client certificate", probes == ["admin", "admin"])
+        np = one(docs, "NetworkPolicy")
+        rules = np["spec"]["ingress"] if np else []
+        webhook_rule = next((r for r in rules if r["ports"] == [{"port": "https"}]), None)
+        check(case, "only the given sources reach the webhook port",
+              webhook_rule is not None and webhook_rule.get("from") == api_servers, rules)
+        check(case, "the NetworkPolicy selects the webhook's Pods",
+              np is not None and all(deploy["spec"]["template"]["metadata"]["labels"].get(k) == v
+                                     for k, v in np["spec"]["podSelector"]["matchLabels"].items()))
+    try:
+        render({"networkPolicy": {"enabled": True}})
+        check("NetworkPolicy without sources", "refused", False)
+    except Exception as e:  # Helm's `required` fails the render.
+        check("NetworkPolicy without sources", "says what is missing", "webhookFrom" in str(e), str(e))
+
     if failures:
         print("chart render: FAILED", *failures, sep="\n  ")
         sys.exit(1)

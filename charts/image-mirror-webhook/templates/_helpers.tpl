@@ -39,3 +39,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $svc := include "imw.fullname" . -}}
 {{ $svc }},{{ $svc }}.{{ .Release.Namespace }},{{ $svc }}.{{ .Release.Namespace }}.svc,{{ $svc }}.{{ .Release.Namespace }}.svc.cluster.local
 {{- end -}}
+
+{{/* The ConfigMap with the client CA (key ca.crt), or nothing when client authentication is off. */}}
+{{- define "imw.clientCaConfigMap" -}}
+{{- if .Values.clientAuth.existingConfigMap -}}
+{{ .Values.clientAuth.existingConfigMap }}
+{{- else if .Values.clientAuth.caCert -}}
+{{ include "imw.fullname" . }}-client-ca
+{{- end -}}
+{{- end -}}
