@@ -19,9 +19,6 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,61 +58,6 @@ async fn registry(has_image: bool, delay: Duration) -> Registry {
     Registry { port, heads }
 }
 
-struct Server {
-    child: Child,
-    url: hyper::Uri,
-    metrics: hyper::Uri,
-    ca: Vec<u8>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-async fn serve(dir: &Path, name: &str, policy: &str) -> Server {
-    let dir = dir.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("policy.yaml"), policy).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(
-            std::env::var("SERVE_ARGS")
-                .unwrap_or_default()
-                .split_whitespace(),
-        )
-        .arg("--dev-cert-dir")
-        .arg(&dir)
-        .arg("--policy-file")
-        .arg(dir.join("policy.yaml"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let ca_file: PathBuf = dir.join("ca.crt");
-    for _ in 0..200 {
-        if ca_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let base = format!("https://localhost:{port}");
-    Server {
-        child,
-        url: format!("{base}/mutate").parse().unwrap(),
-        metrics: format!("{base}/metrics").parse().unwrap(),
-        ca: std::fs::read(ca_file).unwrap(),
-    }
-}
-
 fn review(image: &str, i: usize) -> Bytes {
     let review = serde_json::json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
@@ -135,7 +77,7 @@ fn review(image: &str, i: usize) -> Bytes {
 }
 
 /// The sum of `image_mirror_verify_check_duration_seconds`, in seconds.
-async fn checked_seconds(sender: &mut common::Sender, server: &Server) -> f64 {
+async fn checked_seconds(sender: &mut common::Sender, server: &common::Server) -> f64 {
     let text = common::get(sender, &server.metrics).await;
     text.lines()
         .find_map(|l| l.strip_prefix("image_mirror_verify_check_duration_seconds_sum "))
@@ -213,13 +155,14 @@ async fn main() {
         lacking.port, having.port
     );
     let dir = std::env::temp_dir().join(format!("imw-verify-burst-{}", std::process::id()));
-    let verifying = serve(
+    let verifying = common::serve(
         &dir,
         "verify",
         &format!("{mirrors}verify:\n  enabled: true\n  timeout: 1s\n"),
+        &[],
     )
     .await;
-    let baseline = serve(&dir, "baseline", &mirrors).await;
+    let baseline = common::serve(&dir, "baseline", &mirrors, &[]).await;
 
     let mut v_senders = common::connect(&verifying.url, &verifying.ca, 10).await;
     let b_senders = common::connect(&baseline.url, &baseline.ca, 10).await;
@@ -335,7 +278,7 @@ Baseline: the same policy and burst with `verify` off. All times in ms.",
         }
     }
     let text = report.join("\n") + "\n";
-    if let Some(parent) = Path::new(&out).parent() {
+    if let Some(parent) = std::path::Path::new(&out).parent() {
         std::fs::create_dir_all(parent).unwrap();
     }
     std::fs::write(&out, &text).unwrap();
