@@ -335,7 +335,8 @@ pub(super) fn read(text: &str) -> (Option<Document>, Vec<Diagnostic>) {
         }
     };
     let mut doc = Document {
-        empty: root.is_null(),
+        // `{}` too: what a Helm chart renders from an empty map.
+        empty: root.is_null() || matches!(&root.kind, Kind::Map(entries) if entries.is_empty()),
         ..Document::default()
     };
     if !root.is_null() && !matches!(root.kind, Kind::Map(_)) {

@@ -8,6 +8,7 @@ rendered arguments and policy are ones the binary accepts.
 """
 
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -27,17 +28,91 @@ def check(case, what, ok, got=None):
         failures.append(f"{case}: {what}" + (f" (got {got!r})" if got is not None else ""))
 
 
-def render(values):
+def render(values, release=RELEASE, namespace=NAMESPACE, notes=False):
     chart = helm.Chart.load(str(CHART))
     try:
-        out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        out = chart.render(values, name=release, namespace=namespace, is_install=True)
     finally:
         chart.close()
     docs = []
     for name, text in out.items():
         if name.endswith(".yaml") and "/tests/" not in name:
             docs += [d for d in yaml.safe_load_all(text) if d]
+    if notes:
+        return docs, next((t for n, t in out.items() if n.endswith("NOTES.txt")), "")
     return docs
+
+
+def readme_install():
+    """The README's install, as a reader runs it: its values file, release and namespace."""
+    text = (CHART.parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    install = next(b for b in blocks if "helm install" in b)
+    values = yaml.safe_load(re.search(r"<<'YAML'\n(.*?)\nYAML\n", install, re.S).group(1))
+    words = re.search(r"^helm install (\S+) (\S+) .*", install, re.M).group(0).split()
+    release, namespace = words[2], words[words.index("-n") + 1]
+    return text, blocks, values, release, namespace
+
+
+def named_resources(lines):
+    """(kind, name, namespace) of every resource that kubectl lines name."""
+    kinds = {"deployment": "Deployment", "configmap": "ConfigMap", "service": "Service",
+             "secret": "Secret", "mutatingwebhookconfiguration": "MutatingWebhookConfiguration"}
+    found = []
+    for line in lines:
+        if not line.strip().startswith("kubectl"):
+            continue
+        ns = re.search(r"-n (\S+)", line)
+        for kind, name in re.findall(r"\b(deployment|configmap|service|secret)[/ ]([a-z0-9][a-z0-9.-]*)", line):
+            found.append((kinds[kind], name, ns.group(1) if ns else None))
+        for name in re.findall(r"involvedObject\.name=([a-z0-9.-]+)", line):
+            found.append((None, name, ns.group(1) if ns else None))
+    return found
+
+
+def readme_names_what_the_install_makes(binary):
+    case = "the README's install"
+    text, blocks, values, release, namespace = readme_install()
+    docs, notes = render(values, release, namespace, notes=True)
+    lines = [l for b in blocks for l in b.splitlines()] + notes.splitlines()
+    named = named_resources(lines)
+    check(case, "the README and NOTES.txt name resources", len(named) >= 3, named)
+    for kind, name, ns in named:
+        hit = [d for d in docs if d["metadata"]["name"] == name and (kind is None or d["kind"] == kind)]
+        check(case, f"{kind or 'an object'} {name} exists", len(hit) == 1, [d["kind"] for d in hit])
+        if hit and ns:
+            check(case, f"{name} is in {ns}", hit[0]["metadata"].get("namespace") == ns)
+    for match in re.finditer(r"helm test (\S+) -n (\S+)", "\n".join(lines)):
+        check(case, "helm test names the release", match.groups() == (release, namespace), match.groups())
+    deploy = one(docs, "Deployment")
+    secret = flag(deploy["spec"]["template"]["spec"]["containers"][0]["args"], "cert-secret")
+    check(case, "the TLS Secret the README names is the one the webhook keeps",
+          f"`{str(secret).split('/')[-1]}`" in text and str(secret).startswith(f"{namespace}/"), secret)
+    cm = one(docs, "ConfigMap", f"{deploy['metadata']['name']}-policy")
+    check(case, "the ConfigMap holds the README's policy exactly",
+          cm is not None and yaml.safe_load(cm["data"]["policy.yaml"]) == values["policy"])
+
+
+def policies_arrive_as_given(binary):
+    case = "a user policy naming only quay.io"
+    mine = {"mirrors": {"quay.io": {"endpoint": ["https://quay-mirror.example.com"]}}}
+    cm = one(render({"policy": mine}), "ConfigMap", f"{FULL}-policy")
+    check(case, "the ConfigMap holds exactly that policy", yaml.safe_load(cm["data"]["policy.yaml"]) == mine,
+          cm["data"]["policy.yaml"])
+    case = "a policy given as text"
+    text = "# ours\nmirrors:\n  quay.io:\n    endpoint: [\"https://q.example.com\"]\n"
+    cm = one(render({"policy": text}), "ConfigMap", f"{FULL}-policy")
+    check(case, "the ConfigMap holds the text verbatim", cm["data"]["policy.yaml"] == text, cm["data"]["policy.yaml"])
+    case = "no policy given"
+    cm = one(render({}), "ConfigMap", f"{FULL}-policy")
+    r = subprocess.run([binary, "check", "--policy-file", "-"], input=cm["data"]["policy.yaml"],
+                       capture_output=True, text=True)
+    check(case, "check says nothing is rewritten", "no image will be rewritten" in r.stdout, r.stdout)
+    case = "fullnameOverride and a release named like the chart"
+    names = {d["metadata"]["name"] for d in render({"fullnameOverride": "mirrors"}) if d["kind"] == "Deployment"}
+    check(case, "fullnameOverride names the resources", names == {"mirrors"}, names)
+    names = {d["metadata"]["name"] for d in render({}, release="image-mirror-webhook") if d["kind"] == "Deployment"}
+    check(case, "a release containing the chart's name is not doubled", names == {"image-mirror-webhook"}, names)
 
 
 def one(docs, kind, name=None):
@@ -84,8 +159,9 @@ def common(case, docs, binary):
           all(pod_labels.get(k) == v for k, v in service["spec"]["selector"].items()))
     check(case, "the webhook's own Pods carry the skip label", pod_labels.get(SKIP) == "true")
     ns_exprs = hook["namespaceSelector"]["matchExpressions"]
-    check(case, "the release namespace is excluded", {"key": "kubernetes.io/metadata.name",
-          "operator": "NotIn", "values": [NAMESPACE]} in ns_exprs, ns_exprs)
+    check(case, "the release namespace is excluded", any(
+        e["key"] == "kubernetes.io/metadata.name" and e["operator"] == "NotIn" and NAMESPACE in e["values"]
+        for e in ns_exprs), ns_exprs)
     obj_exprs = hook["objectSelector"]["matchExpressions"]
     check(case, "Pods with the skip label are not sent",
           {"key": SKIP, "operator": "NotIn", "values": ["true"]} in obj_exprs, obj_exprs)
@@ -239,6 +315,32 @@ def main(binary):
         check("NetworkPolicy without sources", "refused", False)
     except Exception as e:  # Helm's `required` fails the render.
         check("NetworkPolicy without sources", "says what is missing", "webhookFrom" in str(e), str(e))
+
+    case = "Pod settings and kube-system"
+    docs = render({"priorityClassName": "system-cluster-critical", "podLabels": {"team": "platform"},
+                   "commonLabels": {"cost": "infra"}, "webhook": {"skipKubeSystem": True},
+                   "securityContext": {"readOnlyRootFilesystem": True, "runAsUser": 1000}})
+    hook, c, deploy = common(case, docs, binary)
+    if hook:
+        pod = deploy["spec"]["template"]
+        check(case, "priorityClassName", pod["spec"].get("priorityClassName") == "system-cluster-critical")
+        check(case, "podLabels", pod["metadata"]["labels"].get("team") == "platform")
+        check(case, "commonLabels on every resource", all(d["metadata"]["labels"].get("cost") == "infra" for d in docs))
+        check(case, "the container's securityContext, over the hardened defaults",
+              c["securityContext"].get("runAsUser") == 1000
+              and c["securityContext"].get("allowPrivilegeEscalation") is False, c["securityContext"])
+        names = next(e for e in hook["namespaceSelector"]["matchExpressions"] if e["key"] == "kubernetes.io/metadata.name")
+        check(case, "kube-system is not sent", names["values"] == [NAMESPACE, "kube-system"], names)
+    hook, _, deploy = common("defaults keep the hardened Pod", render({}), binary)
+    if hook:
+        pod = deploy["spec"]["template"]["spec"]
+        check("defaults", "non-root, read-only root, no capabilities",
+              pod["securityContext"].get("runAsNonRoot") is True
+              and pod["containers"][0]["securityContext"].get("readOnlyRootFilesystem") is True
+              and pod["containers"][0]["securityContext"]["capabilities"]["drop"] == ["ALL"])
+
+    readme_names_what_the_install_makes(binary)
+    policies_arrive_as_given(binary)
 
     if failures:
         print("chart render: FAILED", *failures, sep="\n  ")
