@@ -32,16 +32,22 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct DryRunArgs {
-    /// The policy to apply.
+    /// The policy to apply; without it, the first FILE is the policy.
     #[arg(long, value_name = "FILE")]
-    pub policy_file: PathBuf,
-    /// Explain these image references instead of reading objects.
-    #[arg(long, value_name = "REF", num_args = 1.., conflicts_with = "files")]
+    pub policy_file: Option<PathBuf>,
+    /// Explain this image reference instead of reading objects; one per --image, repeat it for
+    /// more (a value is never taken for a file).
+    #[arg(long, value_name = "REF", action = clap::ArgAction::Append)]
     pub image: Vec<String>,
     /// With --image: the namespace the pod would be in (exclusions apply).
     #[arg(long, value_name = "NS", requires = "image")]
     pub namespace: Option<String>,
-    /// Files with Kubernetes objects (YAML or JSON, multi-document, List or AdmissionReview); `-` reads standard input.
+    /// As `serve --pull-secrets`: attach the managed pull secrets the policy's credentials make
+    /// (without it, as `serve` without it, none are).
+    #[arg(long)]
+    pub pull_secrets: bool,
+    /// [POLICY] then files with Kubernetes objects (YAML or JSON, multi-document, List or
+    /// AdmissionReview); `-` reads standard input, as does no file at all.
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Output format.
@@ -58,8 +64,11 @@ pub enum Format {
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// The policy to validate.
-    #[arg(long, value_name = "FILE")]
-    pub policy_file: PathBuf,
+    #[arg(long = "policy-file", value_name = "FILE", conflicts_with = "policy")]
+    pub policy_file: Option<PathBuf>,
+    /// The policy to validate, as `check policy.yaml`.
+    #[arg(value_name = "POLICY", required_unless_present = "policy_file")]
+    pub policy: Option<PathBuf>,
 }
 
 /// Parses the command line and runs the command; clap exits with 2 on bad usage.
@@ -103,14 +112,37 @@ fn load_policy(path: &Path) -> anyhow::Result<Loaded> {
     })
 }
 
+/// Exits 2 with clap's usage message, as a parse error would.
+fn usage_error(message: &str) -> ! {
+    use clap::CommandFactory;
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
+}
+
 fn dry_run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
-    let policy = std::sync::Arc::new(load_policy(&args.policy_file)?.policy);
+    let mut files = args.files.clone();
+    let policy_file = match &args.policy_file {
+        Some(p) => p.clone(),
+        None if files.is_empty() => {
+            usage_error("name the policy: dry-run POLICY [FILE...] or --policy-file POLICY")
+        }
+        None => files.remove(0),
+    };
+    if !args.image.is_empty() && !files.is_empty() {
+        usage_error(&format!(
+            "--image explains references and reads no objects, but {} was given too",
+            files[0].display()
+        ));
+    }
+    let policy = std::sync::Arc::new(load_policy(&policy_file)?.policy);
+    if let Some(line) = policy.unused_credentials(args.pull_secrets) {
+        eprintln!("note: {line}");
+    }
     let report = if args.image.is_empty() {
-        let files = if args.files.is_empty() {
-            vec![PathBuf::from("-")]
-        } else {
-            args.files.clone()
-        };
+        if files.is_empty() {
+            files.push(PathBuf::from("-"));
+        }
         let mut items = Vec::new();
         for f in &files {
             let text = read_text(f)?;
@@ -119,7 +151,11 @@ fn dry_run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
             items.append(&mut read);
         }
         let verdicts = verify(&policy, &dryrun::images(&items))?;
-        dryrun::evaluate_all_with(&policy, &items, verdicts.as_ref())
+        let opts = dryrun::Options {
+            verdicts: verdicts.as_ref(),
+            pull_secrets: args.pull_secrets,
+        };
+        dryrun::evaluate_all_with(&policy, &items, opts)
     } else {
         let verdicts = verify(&policy, &args.image)?;
         dryrun::explain_with(
@@ -171,15 +207,23 @@ fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let text = read_text(&args.policy_file)?;
-    let name = args.policy_file.display();
-    let (diagnostics, valid) = match Policy::load(&text) {
-        Ok(l) => (l.diagnostics, true),
-        Err(r) => (r.diagnostics, false),
+    let Some(path) = args.policy_file.as_ref().or(args.policy.as_ref()) else {
+        usage_error("name the policy: check POLICY or check --policy-file POLICY");
     };
+    let text = read_text(path)?;
+    let name = path.display();
+    let (diagnostics, policy) = match Policy::load(&text) {
+        Ok(l) => (l.diagnostics, Some(l.policy)),
+        Err(r) => (r.diagnostics, None),
+    };
+    let valid = policy.is_some();
     let mut out = std::io::stdout().lock();
     for d in &diagnostics {
         writeln!(out, "{name}:{d}")?;
+    }
+    // `check` cannot know how `serve` will run: it says what the credentials need.
+    if let Some(line) = policy.and_then(|p| p.unused_credentials(false)) {
+        writeln!(out, "{name}: note: {line}")?;
     }
     let count = |s: Severity| diagnostics.iter().filter(|d| d.severity == s).count();
     let summary = format!(

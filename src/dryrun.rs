@@ -166,6 +166,15 @@ pub fn ephemeral_names(old: Option<&Value>) -> HashSet<String> {
 /// What `verify` found, by image.
 pub use crate::registry::Verdicts;
 
+/// The settings of the `serve` a dry-run stands for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options<'a> {
+    /// What `verify` found, when it is on.
+    pub verdicts: Option<&'a Verdicts>,
+    /// `serve --pull-secrets`: managed pull secrets are attached (and would be made).
+    pub pull_secrets: bool,
+}
+
 /// The decisions and patch for one object of any kind that holds a pod template.
 pub fn plan(
     policy: &Policy,
@@ -173,7 +182,7 @@ pub fn plan(
     namespace: Option<&str>,
     op: &Operation,
 ) -> Result<Mutation, String> {
-    plan_with(policy, object, namespace, op, None)
+    plan_with(policy, object, namespace, op, Options::default())
 }
 
 fn template_of(object: &Value) -> Result<(&'static [&'static str], PodTemplate), String> {
@@ -213,12 +222,13 @@ fn plan_with(
     object: &Value,
     namespace: Option<&str>,
     op: &Operation,
-    verdicts: Option<&Verdicts>,
+    opts: Options<'_>,
 ) -> Result<Mutation, String> {
     let (base, template) = template_of(object)?;
     let ns = object_namespace(object, namespace);
     let extras = mutate::Extras {
-        verdicts,
+        verdicts: opts.verdicts,
+        managed_secrets: opts.pull_secrets,
         ..mutate::Extras::default()
     };
     Ok(mutate::mutate(policy, &template, base, &ns, op, extras))
@@ -241,10 +251,10 @@ impl PodTemplate {
 }
 
 pub fn evaluate(policy: &Policy, item: &Item) -> ObjectResult {
-    evaluate_with(policy, item, None)
+    evaluate_with(policy, item, Options::default())
 }
 
-fn evaluate_with(policy: &Policy, item: &Item, verdicts: Option<&Verdicts>) -> ObjectResult {
+fn evaluate_with(policy: &Policy, item: &Item, opts: Options<'_>) -> ObjectResult {
     let object = &item.object;
     let meta = |k: &str| {
         object
@@ -270,7 +280,7 @@ fn evaluate_with(policy: &Policy, item: &Item, verdicts: Option<&Verdicts>) -> O
         object,
         item.namespace.as_deref(),
         &item.operation,
-        verdicts,
+        opts,
     ) {
         Ok(m) => {
             let mut after = object.clone();
@@ -291,14 +301,14 @@ fn evaluate_with(policy: &Policy, item: &Item, verdicts: Option<&Verdicts>) -> O
 }
 
 pub fn evaluate_all(policy: &Policy, items: &[Item]) -> Report {
-    evaluate_all_with(policy, items, None)
+    evaluate_all_with(policy, items, Options::default())
 }
 
-pub fn evaluate_all_with(policy: &Policy, items: &[Item], verdicts: Option<&Verdicts>) -> Report {
+pub fn evaluate_all_with(policy: &Policy, items: &[Item], opts: Options<'_>) -> Report {
     Report {
         results: items
             .iter()
-            .map(|i| evaluate_with(policy, i, verdicts))
+            .map(|i| evaluate_with(policy, i, opts))
             .collect(),
     }
 }

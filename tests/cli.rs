@@ -122,6 +122,7 @@ fn dry_run_images() {
             &data("examples/k3s-registries-rewrite.yaml"),
             "--image",
             "rancher/coredns-coredns:1.6.3",
+            "--image",
             "quay.io/a/b",
         ],
         "",

@@ -229,7 +229,11 @@ async fn a_pod_whose_images_no_mirror_has_gets_a_warning_and_keeps_them() {
         operation: Default::default(),
     }];
     let verdicts = c.verify(&p, &dryrun::images(&items)).await;
-    let report = dryrun::evaluate_all_with(&p, &items, Some(&verdicts));
+    let opts = dryrun::Options {
+        verdicts: Some(&verdicts),
+        ..dryrun::Options::default()
+    };
+    let report = dryrun::evaluate_all_with(&p, &items, opts);
     let r = &report.results[0];
     let after = r.object.as_ref().unwrap();
     assert_eq!(

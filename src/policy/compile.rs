@@ -259,6 +259,17 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
 
     let kci = compile_kci(&mut r, &doc);
     let verify = compile_verify(&mut r, &doc);
+    if !verify.enabled {
+        for m in doc.mirrors.iter().filter(|m| m.endpoints.len() > 1) {
+            r.push(
+                Severity::Note,
+                m.key.pos,
+                &format!("mirrors[{}].endpoint", m.key.value),
+                "only the first endpoint is used: the webhook picks one endpoint per image (containerd would try the others at pull time)",
+                Some("turn verify on to choose the first endpoint that has the image".into()),
+            );
+        }
+    }
 
     let policy = Policy {
         mirrors,

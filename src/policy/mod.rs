@@ -313,6 +313,30 @@ impl Policy {
         self.insecure_registries.contains(host)
     }
 
+    /// Registries whose policy credentials become managed pull secrets, in a stable order.
+    pub fn credential_hosts(&self) -> Vec<&str> {
+        let mut hosts: Vec<&str> = self
+            .configs
+            .iter()
+            .filter(|(_, c)| c.wants_managed_secret())
+            .map(|(h, _)| h.as_str())
+            .collect();
+        hosts.sort_unstable();
+        hosts
+    }
+
+    /// One line saying that the policy's credentials make no pull secret, when `pull_secrets`
+    /// (`serve --pull-secrets`) is off and there are some.
+    pub fn unused_credentials(&self, pull_secrets: bool) -> Option<String> {
+        let hosts = self.credential_hosts();
+        (!pull_secrets && !hosts.is_empty()).then(|| {
+            format!(
+                "the policy has credentials for {}; pull secrets are made from them only with serve --pull-secrets (chart: pullSecrets.enabled)",
+                hosts.join(", ")
+            )
+        })
+    }
+
     pub fn excludes_namespace(&self, ns: &str) -> bool {
         self.exclude_namespaces.contains(ns)
     }

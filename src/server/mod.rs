@@ -210,6 +210,19 @@ impl State {
             .and_then(|r| r.map_err(|rejected| rejected.to_string()));
         match loaded {
             Ok(loaded) => {
+                // Each finding as `check` prints it, so the log alone says what to fix.
+                for d in &loaded.diagnostics {
+                    match d.severity {
+                        Severity::Note => tracing::info!(origin, "policy {d}"),
+                        _ => tracing::warn!(origin, "policy {d}"),
+                    }
+                }
+                if let Some(line) = loaded
+                    .policy
+                    .unused_credentials(self.pull_secrets.is_some())
+                {
+                    tracing::warn!(origin, "{line}");
+                }
                 let warnings = loaded
                     .diagnostics
                     .iter()
@@ -333,7 +346,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             std::fs::read(k).with_context(|| format!("cannot read {}", k.display()))?,
         ),
         (_, _, Some((_, _, m))) => (m.cert.clone().into_bytes(), m.key.clone().into_bytes()),
-        _ => dev_certificate(&args.dev_cert_dir)?,
+        _ => dev_certificate(&args.dev_cert_dir, args.listen.port())?,
     };
     let key = tls::certified_key(&cert_pem, &key_pem).context("cannot use the TLS certificate")?;
     Metrics::reload(&state.metrics.tls_reloads, true);
@@ -564,14 +577,16 @@ async fn keep_certificate(
     }
 }
 
-/// Makes a development CA and serving certificate, and writes the CA where `curl --cacert` can use it.
-fn dev_certificate(dir: &std::path::Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+/// Makes a development CA and serving certificate, and writes the CA where `curl --cacert` can use
+/// it; the log line holds a command that works as it is copied.
+fn dev_certificate(dir: &std::path::Path, port: u16) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     let dev = tls::generate(&["localhost", "127.0.0.1", "::1"])?;
     let ca_path = dir.join("ca.crt");
     match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&ca_path, &dev.ca_pem)) {
-        Ok(()) => {
-            tracing::info!(ca = %ca_path.display(), "serving a development certificate for localhost; trust it with curl --cacert")
-        }
+        Ok(()) => tracing::info!(
+            "serving a development certificate for localhost; try: curl --cacert {} 'https://localhost:{port}/dry-run?image=nginx:1.25'",
+            ca_path.display()
+        ),
         Err(e) => {
             tracing::warn!(ca = %ca_path.display(), error = %e, "serving a development certificate; its CA could not be written")
         }

@@ -250,12 +250,11 @@ async fn dry_run_objects(
                 .checker
                 .verdicts(&policy, &dryrun::images(&items))
                 .await;
-            Json(dryrun::evaluate_all_with(
-                &policy,
-                &items,
-                verdicts.as_ref(),
-            ))
-            .into_response()
+            let opts = dryrun::Options {
+                verdicts: verdicts.as_ref(),
+                pull_secrets: state.pull_secrets.is_some(),
+            };
+            Json(dryrun::evaluate_all_with(&policy, &items, opts)).into_response()
         }
         Err(e) => bad_request(e.to_string()),
     }
