@@ -164,7 +164,7 @@ pub fn ephemeral_names(old: Option<&Value>) -> HashSet<String> {
 }
 
 /// What `verify` found, by image.
-pub use crate::registry::Verdicts;
+pub use crate::verdict::Verdicts;
 
 /// The settings of the `serve` a dry-run stands for.
 #[derive(Debug, Clone, Copy, Default)]

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod cli;
+pub mod dockerconfig;
 pub mod dryrun;
 pub mod mutate;
 pub mod policy;
@@ -15,4 +16,5 @@ pub mod rewrite;
 pub mod secrets;
 pub mod server;
 pub mod source;
+pub mod verdict;
 pub mod yaml;

@@ -210,7 +210,7 @@ pub struct Extras<'a> {
     /// Called with the namespace and the registry.
     pub namespace_secrets: &'a (dyn Fn(&str, &str) -> Vec<String> + Sync),
     /// What `verify` found for each image, when it is on.
-    pub verdicts: Option<&'a crate::registry::Verdicts>,
+    pub verdicts: Option<&'a crate::verdict::Verdicts>,
 }
 
 impl Default for Extras<'_> {
@@ -541,7 +541,7 @@ fn secrets_for(
             if let Some(name) = &config.pull_secret {
                 out.push((name.clone(), None));
             } else if extras.managed_secrets && config.wants_managed_secret() {
-                out.push((crate::secrets::managed_name(reg), Some(reg.clone())));
+                out.push((crate::dockerconfig::managed_name(reg), Some(reg.clone())));
             }
         }
         if policy.pull_secrets_from_namespace {

@@ -8,87 +8,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use serde::Serialize;
 
-use crate::policy::{Policy, Scheme};
-use crate::rewrite::{candidates, Candidate};
+use crate::policy::Policy;
+use crate::rewrite::candidates;
+pub use crate::verdict::{Absence, Answer, Candidate, Tried, Verdict, Verdicts};
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
-
-/// What one endpoint said about one manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase", tag = "result")]
-pub enum Answer {
-    /// It has the manifest; the digest it answered with, when it said one.
-    Present { digest: Option<String> },
-    /// It does not have it, or would not say: why, for the dry-run and the logs.
-    Absent {
-        reason: String,
-        #[serde(skip)]
-        kind: Absence,
-    },
-}
-
-/// Which way an endpoint failed to have an image, for the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Absence {
-    NotFound,
-    TimedOut,
-    Error,
-}
-
-impl Answer {
-    fn absent(kind: Absence, reason: impl Into<String>) -> Self {
-        Answer::Absent {
-            reason: reason.into(),
-            kind,
-        }
-    }
-
-    fn error(reason: impl Into<String>) -> Self {
-        Answer::absent(Absence::Error, reason)
-    }
-
-    fn transport(e: &reqwest::Error) -> Self {
-        let kind = match e.is_timeout() {
-            true => Absence::TimedOut,
-            false => Absence::Error,
-        };
-        Answer::absent(kind, transport_reason(e))
-    }
-
-    pub fn label(&self) -> &'static str {
-        match self {
-            Answer::Present { .. } => "present",
-            Answer::Absent { kind, .. } => match kind {
-                Absence::NotFound => "absent",
-                Absence::TimedOut => "timeout",
-                Absence::Error => "error",
-            },
-        }
-    }
-}
-
-/// One endpoint tried for an image, as the dry-run shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Tried {
-    pub endpoint: String,
-    #[serde(flatten)]
-    pub answer: Answer,
-}
-
-/// Verdicts by image, as the decisions take them.
-pub type Verdicts = HashMap<String, Verdict>;
-
-/// The outcome of checking one image's endpoints.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-pub struct Verdict {
-    /// Index of the chosen candidate; `None`: no endpoint has the image (failover to the original).
-    pub chosen: Option<usize>,
-    pub digest: Option<String>,
-    pub tried: Vec<Tried>,
-}
 
 type Pending = Shared<BoxFuture<'static, Verdict>>;
 
@@ -107,7 +33,8 @@ const MAX_REDIRECTS: usize = 3;
 
 /// Checks images against their endpoints. An image's check runs as a task of its own, so it
 /// finishes and caches its answers even when the review that started it has stopped waiting,
-/// and every review asking for the same image meanwhile waits on that one task.
+/// and every review asking for the same image meanwhile waits on that one task. Clones share all.
+#[derive(Clone)]
 pub struct Checker {
     inner: Arc<Inner>,
 }
@@ -406,7 +333,7 @@ impl Inner {
             Some(ps) => ps.basic_credentials(policy, host).await,
             None => crate::secrets::resolve_entry(config, host, None)
                 .await
-                .map(|e| crate::secrets::basic_of(&e)),
+                .map(|e| crate::dockerconfig::basic_of(&e)),
         };
         resolved.map_err(|e| e.to_string())
     }
@@ -419,25 +346,6 @@ fn answer_key<'a>(policy: &Policy, c: &'a Candidate) -> std::borrow::Cow<'a, str
         format!("{} (digest confirmed)", c.manifest_url).into()
     } else {
         c.manifest_url.as_str().into()
-    }
-}
-
-impl Verdict {
-    /// Adds one endpoint's answer; whether it chose that endpoint.
-    fn record(&mut self, i: usize, c: &Candidate, answer: Answer) -> bool {
-        let present = match &answer {
-            Answer::Present { digest } => {
-                self.digest = digest.clone();
-                self.chosen = Some(i);
-                true
-            }
-            Answer::Absent { .. } => false,
-        };
-        self.tried.push(Tried {
-            endpoint: c.endpoint_url.clone(),
-            answer,
-        });
-        present
     }
 }
 
@@ -464,7 +372,7 @@ where
     };
     let resp = match head(None).await {
         Ok(r) => r,
-        Err(e) => return Answer::transport(&e),
+        Err(e) => return transport(&e),
     };
     let resp = if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
         let challenge = resp
@@ -497,7 +405,7 @@ where
         };
         match head(Some(auth)).await {
             Ok(r) => r,
-            Err(e) => return Answer::transport(&e),
+            Err(e) => return transport(&e),
         }
     } else {
         resp
@@ -532,6 +440,15 @@ fn redirect_policy() -> reqwest::redirect::Policy {
             attempt.follow()
         }
     })
+}
+
+/// A request that got no answer: timed out, or failed on the way.
+fn transport(e: &reqwest::Error) -> Answer {
+    let kind = match e.is_timeout() {
+        true => Absence::TimedOut,
+        false => Absence::Error,
+    };
+    Answer::absent(kind, transport_reason(e))
 }
 
 fn transport_reason(e: &reqwest::Error) -> String {
@@ -651,14 +568,6 @@ fn split_params(s: &str) -> Vec<&str> {
     }
     out.push(&s[start..]);
     out
-}
-
-/// The request URL's scheme for an endpoint.
-pub fn scheme_of(s: Scheme) -> &'static str {
-    match s {
-        Scheme::Http => "http",
-        Scheme::Https => "https",
-    }
 }
 
 #[cfg(test)]

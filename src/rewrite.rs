@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::policy::{DefaultRegistry, Mirror, MirrorEndpoint, Policy};
 use crate::reference::Reference;
-use crate::registry::{scheme_of, Tried, Verdict};
+use crate::verdict::{Candidate, Tried, Verdict};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
@@ -308,17 +308,6 @@ fn finish(
     }
 }
 
-/// One endpoint `verify` may check for an image, in the order they are tried.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    /// The registry host as references write it.
-    pub host: String,
-    /// The endpoint's API root, for the dry-run.
-    pub endpoint_url: String,
-    /// `HEAD` this to know whether the endpoint has the image.
-    pub manifest_url: String,
-}
-
 /// The endpoints an image would be rewritten to, in order, stopping at the image's own registry
 /// (which is the failover anyway). Empty when the image is not rewritten at all.
 pub fn candidates(policy: &Policy, image: &str) -> Vec<Candidate> {
@@ -355,10 +344,11 @@ pub fn candidates(policy: &Policy, image: &str) -> Vec<Candidate> {
                 return Vec::new();
             };
             let scheme = if policy.is_http(&default.host) {
-                scheme_of(crate::policy::Scheme::Http)
+                crate::policy::Scheme::Http
             } else {
-                scheme_of(crate::policy::Scheme::Https)
-            };
+                crate::policy::Scheme::Https
+            }
+            .as_str();
             let root = format!("{scheme}://{}", default.host);
             vec![Candidate {
                 host: default.host.clone(),

@@ -30,7 +30,7 @@ fn data(text: &str) -> Option<BTreeMap<&str, &str>> {
 fn current(state: &State) -> Option<String> {
     state
         .policy
-        .load_full()
+        .current()
         .and_then(|p| decide(&p, "nginx").result)
 }
 
@@ -67,7 +67,7 @@ async fn start(initial: Option<&str>) -> Watch {
         namespace: NS.into(),
         name: NAME.into(),
     };
-    let task = tokio::spawn(configmap::watch(api.client(), target, state.clone()));
+    let task = tokio::spawn(configmap::watch(api.client(), target, state.policy.clone()));
     Watch { api, state, task }
 }
 
@@ -219,7 +219,7 @@ async fn events_are_best_effort() {
         namespace: NS.into(),
         name: NAME.into(),
     };
-    let task = tokio::spawn(configmap::watch(api.client(), target, state.clone()));
+    let task = tokio::spawn(configmap::watch(api.client(), target, state.policy.clone()));
     eventually("the policy without Events", || current(&state).is_some()).await;
     api.put_configmap(NS, NAME, data(&policy_for("two.example.com")));
     eventually("the update without Events", || {

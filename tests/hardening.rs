@@ -440,7 +440,7 @@ async fn one_review_does_not_amplify() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pull_secrets_go_only_where_the_api_server_says() {
     use common::fake_api::FakeApi;
-    use image_mirror_webhook::secrets::managed_name;
+    use image_mirror_webhook::dockerconfig::managed_name;
     const HOST: &str = "mirror.example.com:5000";
     let api = FakeApi::start().await;
     let kube = common::TempDir::new("hardening-kube");

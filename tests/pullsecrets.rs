@@ -12,8 +12,9 @@ use std::time::Duration;
 use base64::Engine;
 use common::fake_api::FakeApi;
 use common::TempDir;
+use image_mirror_webhook::dockerconfig::managed_name;
 use image_mirror_webhook::policy::Policy;
-use image_mirror_webhook::secrets::{managed_name, PullSecrets};
+use image_mirror_webhook::secrets::PullSecrets;
 use serde_json::{json, Value};
 
 const HOST: &str = "mirror.example.com:5000";

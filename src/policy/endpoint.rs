@@ -9,6 +9,16 @@ pub enum Scheme {
     Https,
 }
 
+impl Scheme {
+    /// As a URL writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub scheme: Scheme,
@@ -123,10 +133,7 @@ pub fn parse(raw: &str) -> Result<Endpoint, EndpointError> {
             }
         },
     };
-    let scheme_text = match scheme {
-        Scheme::Http => "http",
-        Scheme::Https => "https",
-    };
+    let scheme_text = scheme.as_str();
     let (prefix, url) = if namespace.is_empty() {
         (String::new(), format!("{scheme_text}://{authority}/v2"))
     } else {

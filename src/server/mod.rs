@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::policy::{Policy, Severity, SAMPLE_POLICY};
+use crate::policy::SAMPLE_POLICY;
 use crate::source;
-use crate::source::NamespacedName;
+use crate::source::{NamespacedName, PolicyStore, Reload};
 use metrics::Metrics;
 use tls::TlsError;
 
@@ -140,7 +140,7 @@ pub struct ServeArgs {
 
 /// What every handler shares.
 pub struct State {
-    pub policy: ArcSwapOption<Policy>,
+    pub policy: Arc<PolicyStore>,
     /// Set when --pull-secrets is on.
     pub pull_secrets: Option<Arc<crate::secrets::PullSecrets>>,
     pub namespace_secrets: Option<crate::secrets::NamespaceSecrets>,
@@ -148,7 +148,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     pub fail_closed: bool,
     pub bodies: Arc<body::Bodies>,
-    pub max_policy_bytes: usize,
+    /// Whether managed pull secrets are made, for the line on unused credentials.
+    managed_pull_secrets: Arc<AtomicBool>,
     shutting_down: AtomicBool,
 }
 
@@ -158,6 +159,10 @@ pub const DEFAULT_BODIES_BYTES: usize = 16 * 1024 * 1024;
 
 impl State {
     pub fn new(fail_closed: bool, max_body: usize) -> Self {
+        State::with_policy_limit(fail_closed, max_body, crate::policy::MAX_POLICY_BYTES)
+    }
+
+    pub fn with_policy_limit(fail_closed: bool, max_body: usize, max_policy: usize) -> Self {
         let metrics = Arc::new(Metrics::default());
         let observed = metrics.clone();
         let observe: crate::registry::Observer = Arc::new(move |result: &str, took: Duration| {
@@ -169,6 +174,16 @@ impl State {
                 .inc();
             observed.verify_seconds.observe(took.as_secs_f64());
         });
+        let checker = crate::registry::Checker::new(observe);
+        let managed_pull_secrets = Arc::new(AtomicBool::new(false));
+        let policy = PolicyStore::new(
+            max_policy,
+            policy_observer(
+                metrics.clone(),
+                checker.clone(),
+                managed_pull_secrets.clone(),
+            ),
+        );
         let bodies = body::Bodies::new(
             max_body,
             DEFAULT_BODIES_BYTES,
@@ -176,14 +191,14 @@ impl State {
             metrics.clone(),
         );
         State {
-            policy: ArcSwapOption::empty(),
+            policy: Arc::new(policy),
             pull_secrets: None,
             namespace_secrets: None,
-            checker: crate::registry::Checker::new(observe),
+            checker,
             metrics,
             fail_closed,
             bodies: Arc::new(bodies),
-            max_policy_bytes: crate::policy::MAX_POLICY_BYTES,
+            managed_pull_secrets,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -192,57 +207,36 @@ impl State {
     pub fn not_ready(&self) -> Option<&'static str> {
         if self.shutting_down.load(Ordering::Relaxed) {
             Some("shutting down")
-        } else if self.policy.load().is_none() {
+        } else if !self.policy.is_loaded() {
             Some("no policy loaded")
         } else {
             None
         }
     }
+}
 
-    /// Loads a policy text and swaps it in; a text that does not load keeps the current policy.
-    /// The load runs on a blocking thread, so reviews never wait for it. Gives the number of
-    /// warnings, or why the text was refused.
-    pub async fn apply_policy(&self, origin: &str, text: String) -> Result<usize, String> {
-        let max = self.max_policy_bytes;
-        let loaded = tokio::task::spawn_blocking(move || Policy::load_limited(&text, max))
-            .await
-            .map_err(|e| format!("the policy load did not finish: {e}"))
-            .and_then(|r| r.map_err(|rejected| rejected.to_string()));
-        match loaded {
-            Ok(loaded) => {
-                // Each finding as `check` prints it, so the log alone says what to fix.
-                for d in &loaded.diagnostics {
-                    match d.severity {
-                        Severity::Note => tracing::info!(origin, "policy {d}"),
-                        _ => tracing::warn!(origin, "policy {d}"),
-                    }
-                }
-                if let Some(line) = loaded
-                    .policy
-                    .unused_credentials(self.pull_secrets.is_some())
-                {
-                    tracing::warn!(origin, "{line}");
-                }
-                let warnings = loaded
-                    .diagnostics
-                    .iter()
-                    .filter(|d| d.severity == Severity::Warning)
-                    .count();
-                self.policy.store(Some(Arc::new(loaded.policy)));
-                // TLS settings for registries may have changed.
-                self.checker.reset();
-                Metrics::reload(&self.metrics.policy_reloads, true);
-                tracing::info!(origin, warnings, "policy loaded");
-                Ok(warnings)
-            }
-            Err(why) => {
-                Metrics::reload(&self.metrics.policy_reloads, false);
-                let kept = self.policy.load().is_some();
-                tracing::error!(origin, error = %why, kept_last_good = kept, "policy rejected");
-                Err(why)
+/// Counts reloads, forgets verify's clients and answers when a policy changes (its TLS settings
+/// and credentials may have), and says when the policy's credentials make no pull secret.
+fn policy_observer(
+    metrics: Arc<Metrics>,
+    checker: crate::registry::Checker,
+    managed_pull_secrets: Arc<AtomicBool>,
+) -> source::store::Observer {
+    Box::new(move |reload| match reload {
+        Reload::Loaded(policy) => {
+            checker.reset();
+            Metrics::reload(&metrics.policy_reloads, true);
+            if let Some(line) =
+                policy.unused_credentials(managed_pull_secrets.load(Ordering::Relaxed))
+            {
+                tracing::warn!("{line}");
             }
         }
-    }
+        Reload::Refused => Metrics::reload(&metrics.policy_reloads, false),
+        Reload::SourceFailed => {
+            metrics.policy_watch_errors.inc();
+        }
+    })
 }
 
 fn init_logging(format: LogFormat) {
@@ -270,14 +264,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut state = State::new(args.fail_closed, args.max_body_bytes);
+    let mut state =
+        State::with_policy_limit(args.fail_closed, args.max_body_bytes, args.max_policy_bytes);
     state.bodies = Arc::new(body::Bodies::new(
         args.max_body_bytes,
         args.max_bodies_bytes,
         args.request_timeout,
         state.metrics.clone(),
     ));
-    state.max_policy_bytes = args.max_policy_bytes;
     let client =
         if args.policy_configmap.is_some() || args.cert_secret.is_some() || args.pull_secrets {
             Some(kube::Client::try_default().await.context(
@@ -291,6 +285,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let pull_secrets = Arc::new(crate::secrets::PullSecrets::new(client.clone()));
         state.checker = state.checker.with_pull_secrets(pull_secrets.clone());
         state.pull_secrets = Some(pull_secrets);
+        state.managed_pull_secrets.store(true, Ordering::Relaxed);
         let (store, watch) = crate::secrets::watch_namespace_secrets(client);
         state.namespace_secrets = Some(store);
         tasks.spawn(watch);
@@ -300,7 +295,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut policy_text = None;
     if let (Some(target), Some(client)) = (args.policy_configmap.clone(), client.clone()) {
         tracing::info!(configmap = %target, "watching the policy ConfigMap; not ready until it loads");
-        tasks.spawn(source::configmap::watch(client, target, state.clone()));
+        tasks.spawn(source::configmap::watch(
+            client,
+            target,
+            state.policy.clone(),
+        ));
     } else {
         let (origin, text) = match &args.policy_file {
             Some(path) => (
@@ -313,7 +312,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 ("built-in sample".to_owned(), SAMPLE_POLICY.to_owned())
             }
         };
-        if let Err(why) = state.apply_policy(&origin, text.clone()).await {
+        if let Err(why) = state.policy.apply(&origin, text.clone()).await {
             anyhow::bail!("{origin} is not a valid policy: {why}");
         }
         policy_text = Some(text);
@@ -362,25 +361,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let (Some(path), Some(text)) = (args.policy_file.clone(), policy_text) {
         let state = state.clone();
         let loaded = vec![text.into_bytes()];
-        tasks.spawn(source::file::watch(vec![path.clone()], loaded, args.reload_interval, move |read| {
-            let state = state.clone();
-            let origin = path.display().to_string();
-            async move {
-                match read {
-                    Ok(files) => {
-                        let text = files.into_iter().next().unwrap_or_default();
-                        let text = String::from_utf8(text)
-                            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                        // A refusal is logged and counted inside; the last good policy stays.
-                        let _ = state.apply_policy(&origin, text).await;
-                    }
-                    Err(e) => {
-                        Metrics::reload(&state.metrics.policy_reloads, false);
-                        tracing::error!(error = %e, "policy file unreadable; keeping the last good policy");
+        tasks.spawn(source::file::watch(
+            vec![path.clone()],
+            loaded,
+            args.reload_interval,
+            move |read| {
+                let state = state.clone();
+                let origin = path.display().to_string();
+                async move {
+                    match read {
+                        Ok(files) => {
+                            let text = files.into_iter().next().unwrap_or_default();
+                            let text = String::from_utf8(text).unwrap_or_else(|e| {
+                                String::from_utf8_lossy(e.as_bytes()).into_owned()
+                            });
+                            // A refusal is logged and counted inside; the last good policy stays.
+                            let _ = state.policy.apply(&origin, text).await;
+                        }
+                        Err(e) => state.policy.refuse(&origin, &e),
                     }
                 }
-            }
-        }));
+            },
+        ));
     }
     if let (Some(c), Some(k)) = (args.tls_cert.clone(), args.tls_key.clone()) {
         let resolver = resolver.clone();
@@ -511,7 +513,7 @@ async fn resync_pull_secrets(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(policy) = state.policy.load_full() else {
+        let Some(policy) = state.policy.current() else {
             continue;
         };
         match pull_secrets.resync(&policy).await {

@@ -86,7 +86,7 @@ async fn mutate(Extract(state): Extract<Arc<State>>, headers: HeaderMap, body: B
         return unsupported("application/json");
     }
     let started = Instant::now();
-    let policy = state.policy.load_full();
+    let policy = state.policy.current();
     let lookup = |ns: &str, host: &str| match &state.namespace_secrets {
         Some(store) => store.covering(ns, host),
         None => Vec::new(),
@@ -237,7 +237,7 @@ async fn dry_run_objects(
     if !TYPES.contains(&media_type(&headers).as_str()) {
         return unsupported("application/json or application/yaml");
     }
-    let Some(policy) = state.policy.load_full() else {
+    let Some(policy) = state.policy.current() else {
         return no_policy();
     };
     let Ok(text) = std::str::from_utf8(&body) else {
@@ -261,7 +261,7 @@ async fn dry_run_objects(
 }
 
 async fn dry_run_image(Extract(state): Extract<Arc<State>>, RawQuery(query): RawQuery) -> Response {
-    let Some(policy) = state.policy.load_full() else {
+    let Some(policy) = state.policy.current() else {
         return no_policy();
     };
     let mut images = Vec::new();

@@ -10,9 +10,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 
-use crate::server::metrics::Metrics;
-use crate::server::State;
-use crate::source::NamespacedName;
+use crate::source::{NamespacedName, PolicyStore};
 
 /// The key that holds the policy document.
 pub const POLICY_KEY: &str = "policy.yaml";
@@ -53,7 +51,7 @@ enum Seen {
 }
 
 /// Watches the ConfigMap until the task is dropped; errors back off and the watch resumes.
-pub async fn watch(client: Client, target: NamespacedName, state: Arc<State>) {
+pub async fn watch(client: Client, target: NamespacedName, store: Arc<PolicyStore>) {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &target.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", target.name));
     let reporter = Reporter {
@@ -74,35 +72,37 @@ pub async fn watch(client: Client, target: NamespacedName, state: Arc<State>) {
             Ok(watcher::Event::Init) => listed = false,
             Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
                 listed = true;
-                apply(&state, &origin, &cm, &mut seen, &mut events).await;
+                apply(&store, &origin, &cm, &mut seen, &mut events).await;
             }
             Ok(watcher::Event::InitDone) if !listed => {
                 if seen != Seen::Gone {
-                    gone(&state, &origin, None, &mut events).await;
+                    gone(&store, &origin, None, &mut events).await;
                     seen = Seen::Gone;
                 }
             }
             Ok(watcher::Event::InitDone) => {}
             Ok(watcher::Event::Delete(cm)) => {
-                gone(&state, &origin, Some(&cm), &mut events).await;
+                gone(&store, &origin, Some(&cm), &mut events).await;
                 seen = Seen::Gone;
             }
-            Err(e) => {
-                state.metrics.policy_watch_errors.inc();
-                tracing::warn!(origin, error = %e, "ConfigMap watch failed; retrying with backoff, reviews use the last good policy");
-            }
+            Err(e) => store.source_failed(&origin, &e.to_string()),
         }
     }
 }
 
-async fn apply(state: &State, origin: &str, cm: &ConfigMap, seen: &mut Seen, events: &mut Events) {
+async fn apply(
+    store: &PolicyStore,
+    origin: &str,
+    cm: &ConfigMap,
+    seen: &mut Seen,
+    events: &mut Events,
+) {
     let Some(text) = cm.data.as_ref().and_then(|d| d.get(POLICY_KEY)) else {
         if *seen != Seen::MissingKey {
             *seen = Seen::MissingKey;
-            Metrics::reload(&state.metrics.policy_reloads, false);
             let why =
                 format!("the ConfigMap has no key {POLICY_KEY}; keeping the last good policy");
-            tracing::error!(origin, "{why}");
+            store.refuse(origin, &why);
             events
                 .publish(cm, EventType::Warning, "PolicyMissing", why)
                 .await;
@@ -113,7 +113,7 @@ async fn apply(state: &State, origin: &str, cm: &ConfigMap, seen: &mut Seen, eve
         return;
     }
     *seen = Seen::Text(text.clone());
-    match state.apply_policy(origin, text.clone()).await {
+    match store.apply(origin, text.clone()).await {
         Ok(warnings) => {
             let note = format!("policy loaded with {warnings} warning(s)");
             events
@@ -129,14 +129,8 @@ async fn apply(state: &State, origin: &str, cm: &ConfigMap, seen: &mut Seen, eve
     }
 }
 
-async fn gone(state: &State, origin: &str, cm: Option<&ConfigMap>, events: &mut Events) {
-    Metrics::reload(&state.metrics.policy_reloads, false);
-    let kept = state.policy.load().is_some();
-    tracing::error!(
-        origin,
-        kept_last_good = kept,
-        "the policy ConfigMap does not exist"
-    );
+async fn gone(store: &PolicyStore, origin: &str, cm: Option<&ConfigMap>, events: &mut Events) {
+    store.refuse(origin, "the policy ConfigMap does not exist");
     if let Some(cm) = cm {
         let note =
             "the policy ConfigMap was deleted; the last good policy stays in force".to_owned();

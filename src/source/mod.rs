@@ -2,6 +2,9 @@
 
 pub mod configmap;
 pub mod file;
+pub mod store;
+
+pub use store::{PolicyStore, Reload};
 
 use std::fmt;
 use std::str::FromStr;

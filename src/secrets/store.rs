@@ -1,0 +1,284 @@
+//! Managed pull secrets: the policy's credential sources resolved, and one Secret per registry and
+//! namespace created or updated before a Pod is admitted (I/O).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::{Api, Client};
+use serde_json::Value;
+
+use crate::dockerconfig::{
+    basic_of, docker_config, entry, entry_in_config, managed_name, DOCKER_CONFIG_KEY,
+    DOCKER_CONFIG_TYPE, MANAGED_BY, MANAGED_BY_LABEL, REGISTRY_ANNOTATION,
+};
+use crate::policy::{Credentials, Policy, RegistryConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("Kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("no credentials for {0}: {1}")]
+    Source(String, String),
+}
+
+/// The `auths` entry for `host` from its `configs` source: inline credentials, a Docker config
+/// file, or a Secret in the webhook's namespace (read through `secrets`, when given).
+pub async fn resolve_entry(
+    config: &RegistryConfig,
+    host: &str,
+    secrets: Option<&Api<Secret>>,
+) -> Result<Value, SecretError> {
+    let err = |why: String| SecretError::Source(host.to_owned(), why);
+    if let Some(name) = &config.credentials_secret {
+        let Some(api) = secrets else {
+            return Err(err(format!(
+                "its credentials are in Secret {name}, which only `serve --pull-secrets` reads"
+            )));
+        };
+        let secret = api.get(name).await?;
+        let data = secret.data.unwrap_or_default();
+        if let Some(cfg) = data.get(DOCKER_CONFIG_KEY) {
+            entry_in_config(&cfg.0, host)
+                .ok_or_else(|| err(format!("Secret {name} has no auths entry for it")))
+        } else {
+            let text = |k: &str| {
+                data.get(k)
+                    .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            };
+            let (Some(username), Some(password)) = (text("username"), text("password")) else {
+                return Err(err(format!(
+                    "Secret {name} has neither .dockerconfigjson nor username and password"
+                )));
+            };
+            Ok(entry(&Credentials {
+                username: Some(username),
+                password: Some(crate::policy::Secret::new(password)),
+                ..Credentials::default()
+            }))
+        }
+    } else if let Some(c) = &config.credentials {
+        Ok(entry(c))
+    } else if let Some(path) = &config.credential_file {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| err(format!("cannot read {path}: {e}")))?;
+        entry_in_config(&bytes, host)
+            .ok_or_else(|| err(format!("{path} has no auths entry for it")))
+    } else {
+        Err(err("no credentials".into()))
+    }
+}
+
+/// (namespace, name) of a Secret.
+type SecretKey = (String, String);
+
+/// Keeps managed pull secrets: resolves the policy's credential sources, and creates or updates
+/// one Secret per registry and namespace. Concurrent reviews for one Secret make one request.
+pub struct PullSecrets {
+    client: Client,
+    own_namespace: String,
+    /// What each managed Secret was last seen or written with.
+    known: Mutex<HashMap<SecretKey, Arc<Vec<u8>>>>,
+    /// Serialises work on one Secret, so a burst of Pods creates it once.
+    locks: Mutex<HashMap<SecretKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Resolved `.dockerconfigjson` by registry, refreshed by `resync`.
+    resolved: ArcSwap<HashMap<String, Arc<Vec<u8>>>>,
+}
+
+impl PullSecrets {
+    pub fn new(client: Client) -> Self {
+        let own_namespace = std::env::var("POD_NAMESPACE")
+            .unwrap_or_else(|_| client.default_namespace().to_owned());
+        PullSecrets {
+            client,
+            own_namespace,
+            known: Mutex::default(),
+            locks: Mutex::default(),
+            resolved: ArcSwap::default(),
+        }
+    }
+
+    /// The `.dockerconfigjson` for `host` from the policy's source for it.
+    async fn resolve(&self, policy: &Policy, host: &str) -> Result<Arc<Vec<u8>>, SecretError> {
+        let config = policy
+            .config_for(host)
+            .ok_or_else(|| SecretError::Source(host.to_owned(), "no configs entry".into()))?;
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.own_namespace);
+        let entry = resolve_entry(config, host, Some(&api)).await?;
+        Ok(Arc::new(docker_config(host, entry)))
+    }
+
+    /// `user:password` for `host` from the policy's credentials, for registry checks.
+    pub async fn basic_credentials(
+        &self,
+        policy: &Policy,
+        host: &str,
+    ) -> Result<Option<String>, SecretError> {
+        let data = self.data_for(policy, host).await?;
+        Ok(entry_in_config(&data, host).and_then(|e| basic_of(&e)))
+    }
+
+    async fn data_for(&self, policy: &Policy, host: &str) -> Result<Arc<Vec<u8>>, SecretError> {
+        if let Some(d) = self.resolved.load().get(host) {
+            return Ok(d.clone());
+        }
+        let d = self.resolve(policy, host).await?;
+        let mut next = HashMap::clone(&self.resolved.load());
+        next.insert(host.to_owned(), d.clone());
+        self.resolved.store(Arc::new(next));
+        Ok(d)
+    }
+
+    fn lock_for(&self, key: &(String, String)) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(key.clone()).or_default().clone()
+    }
+
+    /// Makes sure the managed Secret for `host` exists in `namespace` with current credentials.
+    pub async fn ensure(
+        &self,
+        policy: &Policy,
+        namespace: &str,
+        host: &str,
+    ) -> Result<String, SecretError> {
+        let name = managed_name(host);
+        let key = (namespace.to_owned(), name.clone());
+        let data = self.data_for(policy, host).await?;
+        let known = |k: &(String, String)| {
+            self.known
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(k)
+                .cloned()
+        };
+        if known(&key).as_deref() == Some(&*data) {
+            return Ok(name);
+        }
+        let lock = self.lock_for(&key);
+        let _guard = lock.lock().await;
+        if known(&key).as_deref() == Some(&*data) {
+            return Ok(name);
+        }
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        for _ in 0..3 {
+            let result = match api.get_opt(&name).await? {
+                None => {
+                    api.create(
+                        &PostParams::default(),
+                        &secret_object(namespace, &name, host, &data, None),
+                    )
+                    .await
+                }
+                Some(existing) if stored(&existing).as_deref() == Some(&data[..]) => Ok(existing),
+                Some(existing) => {
+                    let rv = existing.metadata.resource_version.clone();
+                    api.replace(
+                        &name,
+                        &PostParams::default(),
+                        &secret_object(namespace, &name, host, &data, rv),
+                    )
+                    .await
+                }
+            };
+            match result {
+                Ok(_) => {
+                    self.known
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key, data);
+                    return Ok(name);
+                }
+                // Another replica got there first: read again.
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(SecretError::Source(
+            host.to_owned(),
+            "the Secret kept changing; try again".into(),
+        ))
+    }
+
+    /// Re-reads every credential source and brings every managed Secret in the cluster up to date,
+    /// so a rotation reaches them without any Pod change. Returns how many were updated.
+    pub async fn resync(&self, policy: &Policy) -> Result<usize, SecretError> {
+        let mut fresh: HashMap<String, Arc<Vec<u8>>> = HashMap::new();
+        for host in self.resolved.load().keys() {
+            match self.resolve(policy, host).await {
+                Ok(d) => {
+                    fresh.insert(host.clone(), d);
+                }
+                Err(e) => {
+                    tracing::warn!(registry = %host, error = %e, "cannot refresh pull secret credentials")
+                }
+            }
+        }
+        let api: Api<Secret> = Api::all(self.client.clone());
+        let managed = api
+            .list(&ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")))
+            .await?;
+        let mut updated = 0;
+        for secret in managed {
+            let (Some(ns), Some(host)) = (
+                secret.metadata.namespace.clone(),
+                secret
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(REGISTRY_ANNOTATION))
+                    .cloned(),
+            ) else {
+                continue;
+            };
+            if !fresh.contains_key(&host) {
+                match self.resolve(policy, &host).await {
+                    Ok(d) => {
+                        fresh.insert(host.clone(), d);
+                    }
+                    Err(_) => continue,
+                }
+            }
+            if fresh.get(&host).map(|d| &d[..]) != stored(&secret).as_deref() {
+                self.resolved.store(Arc::new(fresh.clone()));
+                self.ensure(policy, &ns, &host).await?;
+                updated += 1;
+            }
+        }
+        self.resolved.store(Arc::new(fresh));
+        Ok(updated)
+    }
+}
+
+fn stored(secret: &Secret) -> Option<Vec<u8>> {
+    secret
+        .data
+        .as_ref()?
+        .get(DOCKER_CONFIG_KEY)
+        .map(|b| b.0.clone())
+}
+
+pub(super) fn secret_object(
+    namespace: &str,
+    name: &str,
+    host: &str,
+    data: &[u8],
+    resource_version: Option<String>,
+) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())].into()),
+            annotations: Some([(REGISTRY_ANNOTATION.to_owned(), host.to_owned())].into()),
+            resource_version,
+            ..ObjectMeta::default()
+        },
+        type_: Some(DOCKER_CONFIG_TYPE.into()),
+        data: Some([(DOCKER_CONFIG_KEY.to_owned(), ByteString(data.to_vec()))].into()),
+        ..Secret::default()
+    }
+}

@@ -1,0 +1,107 @@
+//! The policy in force: the last one that loaded, swapped in whole. Both sources (files and the
+//! ConfigMap watch) feed it; a text is loaded on a blocking thread, off the threads that answer
+//! reviews, and one that does not load leaves the last good policy in force. What happens is
+//! logged here and reported to one observer (metrics, caches), the same way for both sources.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use crate::policy::{Policy, Severity, MAX_POLICY_BYTES};
+
+/// What happened to the policy, for the observer.
+pub enum Reload<'a> {
+    /// A new policy is in force.
+    Loaded(&'a Policy),
+    /// A text, a file or the ConfigMap was refused; the last good policy stays.
+    Refused,
+    /// The source could not be read for a while (a watch error); it retries by itself.
+    SourceFailed,
+}
+
+pub type Observer = Box<dyn Fn(Reload<'_>) + Send + Sync>;
+
+pub struct PolicyStore {
+    current: ArcSwapOption<Policy>,
+    max_bytes: usize,
+    observer: Observer,
+}
+
+impl PolicyStore {
+    pub fn new(max_bytes: usize, observer: Observer) -> Self {
+        PolicyStore {
+            current: ArcSwapOption::empty(),
+            max_bytes,
+            observer,
+        }
+    }
+
+    /// A store that reports to nobody, with the default size limit.
+    pub fn unobserved() -> Self {
+        PolicyStore::new(MAX_POLICY_BYTES, Box::new(|_| {}))
+    }
+
+    /// The policy in force, if one has loaded.
+    pub fn current(&self) -> Option<Arc<Policy>> {
+        self.current.load_full()
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    /// Loads `text` and swaps it in, or keeps the last good policy. Gives the number of
+    /// warnings, or why the text was refused.
+    pub async fn apply(&self, origin: &str, text: String) -> Result<usize, String> {
+        let max = self.max_bytes;
+        let loaded = tokio::task::spawn_blocking(move || Policy::load_limited(&text, max))
+            .await
+            .map_err(|e| format!("the policy load did not finish: {e}"))
+            .and_then(|r| r.map_err(|rejected| rejected.to_string()));
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(why) => {
+                self.refuse(origin, &why);
+                return Err(why);
+            }
+        };
+        // Each finding as `check` prints it, so the log alone says what to fix.
+        for d in &loaded.diagnostics {
+            match d.severity {
+                Severity::Note => tracing::info!(origin, "policy {d}"),
+                _ => tracing::warn!(origin, "policy {d}"),
+            }
+        }
+        let warnings = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .count();
+        let policy = Arc::new(loaded.policy);
+        (self.observer)(Reload::Loaded(&policy));
+        self.current.store(Some(policy));
+        tracing::info!(origin, warnings, "policy loaded");
+        Ok(warnings)
+    }
+
+    /// Says that a source was refused or is unusable; the last good policy stays in force.
+    pub fn refuse(&self, origin: &str, why: &str) {
+        (self.observer)(Reload::Refused);
+        tracing::error!(
+            origin,
+            error = why,
+            kept_last_good = self.is_loaded(),
+            "policy rejected"
+        );
+    }
+
+    /// Says that reading a source failed for now; it is retried, reviews use the last good policy.
+    pub fn source_failed(&self, origin: &str, why: &str) {
+        (self.observer)(Reload::SourceFailed);
+        tracing::warn!(
+            origin,
+            error = why,
+            "policy source failed; retrying, reviews use the last good policy"
+        );
+    }
+}
