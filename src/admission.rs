@@ -268,6 +268,29 @@ impl<T: Serialize> std::fmt::Display for Base64Json<'_, T> {
     }
 }
 
+/// What a review lets the webhook change: the operation to decide, or why there is nothing to do.
+/// The one reading of a request's kind, operation and subresource, for admission and the dry-run.
+pub fn scope(
+    group: &str,
+    kind: &str,
+    operation: &str,
+    sub_resource: &str,
+    existing_ephemeral: impl FnOnce() -> HashSet<String>,
+) -> Result<Operation, String> {
+    if !group.is_empty() || kind != "Pod" {
+        return Err(format!("kind {kind} is not a Pod"));
+    }
+    match (operation, sub_resource) {
+        ("CREATE", "") => Ok(Operation::Create),
+        ("UPDATE", "") => Ok(Operation::Update),
+        ("UPDATE", "ephemeralcontainers") => Ok(Operation::AddEphemeral {
+            existing: existing_ephemeral(),
+        }),
+        (op, "") => Err(format!("operation {op}: nothing to do")),
+        (op, sub) => Err(format!("{op} of pods/{sub}: nothing to do")),
+    }
+}
+
 /// Reads a review up to the Pod it carries.
 pub fn read(body: &[u8], fail_closed: bool) -> Read {
     use Read::Answered;
@@ -328,33 +351,27 @@ pub fn read(body: &[u8], fail_closed: bool) -> Read {
         ));
     }
     let gvk = request.kind.unwrap_or_default();
-    if !gvk.group.is_empty() || gvk.kind != "Pod" {
-        let why = format!("kind {} is not a Pod", gvk.kind);
-        return Answered(skip(answer, why));
-    }
-    let operation = answer.operation.clone();
-    let op = match (
-        operation.as_str(),
+    let existing_ephemeral = || {
+        let old: OldPod = request
+            .old_object
+            .and_then(|o| serde_json::from_str(o.get()).ok())
+            .unwrap_or_default();
+        old.spec
+            .ephemeral_containers
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    };
+    let op = match scope(
+        &gvk.group,
+        &gvk.kind,
+        &answer.operation,
         request.sub_resource.as_deref().unwrap_or(""),
+        existing_ephemeral,
     ) {
-        ("CREATE", "") => Operation::Create,
-        ("UPDATE", "") => Operation::Update,
-        ("UPDATE", "ephemeralcontainers") => {
-            let old: OldPod = request
-                .old_object
-                .and_then(|o| serde_json::from_str(o.get()).ok())
-                .unwrap_or_default();
-            let existing: HashSet<String> = old
-                .spec
-                .ephemeral_containers
-                .unwrap_or_default()
-                .into_iter()
-                .map(|c| c.name)
-                .collect();
-            Operation::AddEphemeral { existing }
-        }
-        (op, "") => return Answered(skip(answer, format!("operation {op}: nothing to do"))),
-        (op, sub) => return Answered(skip(answer, format!("{op} of pods/{sub}: nothing to do"))),
+        Ok(op) => op,
+        Err(why) => return Answered(skip(answer, why)),
     };
     let Some(object) = request.object else {
         return Answered(fail(

@@ -16,12 +16,15 @@ use crate::yaml;
 const MAX_DOCUMENTS: usize = 10_000;
 
 /// One object to evaluate, with what its envelope says about the request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Item {
     pub object: Value,
-    /// The namespace the request names (an AdmissionReview's `request.namespace`).
+    /// The namespace the request names (an AdmissionReview's `request.namespace`), which wins
+    /// over the object's own, as it does at admission.
     pub namespace: Option<String>,
     pub operation: Operation,
+    /// Why admission would leave this review alone (another kind, operation or subresource).
+    pub skip: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -125,30 +128,37 @@ fn flatten(doc: Value, out: &mut Vec<Item>) {
         ("AdmissionReview", doc) => out.push(from_review(&doc)),
         (_, doc) => out.push(Item {
             object: doc,
-            namespace: None,
-            operation: Operation::Create,
+            ..Item::default()
         }),
     }
 }
 
-/// The object of an AdmissionReview and the limits its request puts on a mutation.
+/// The object of an AdmissionReview and what its request lets a mutation do, read as admission
+/// reads it (`admission::scope`).
 pub fn from_review(review: &Value) -> Item {
     let request = review.get("request").cloned().unwrap_or(Value::Null);
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
-    let operation = match (
-        request.get("operation").and_then(Value::as_str),
-        request.get("subResource").and_then(Value::as_str),
-    ) {
-        (Some("UPDATE"), Some("ephemeralcontainers")) => Operation::AddEphemeral {
-            existing: ephemeral_names(request.get("oldObject")),
-        },
-        (Some("UPDATE"), _) => Operation::Update,
-        _ => Operation::Create,
+    let text = |p: &str| {
+        request
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let scope = crate::admission::scope(
+        text("/kind/group"),
+        text("/kind/kind"),
+        text("/operation"),
+        text("/subResource"),
+        || ephemeral_names(request.get("oldObject")),
+    );
+    let (operation, skip) = match scope {
+        Ok(op) => (op, None),
+        Err(why) => (Operation::Create, Some(why)),
     };
     Item {
         object: request.get("object").cloned().unwrap_or(Value::Null),
-        namespace: text(request.get("namespace")),
+        namespace: Some(text("/namespace").to_owned()),
         operation,
+        skip,
     }
 }
 
@@ -205,7 +215,7 @@ fn template_of(object: &Value) -> Result<(&'static [&'static str], PodTemplate),
 /// The images the objects' operations let the webhook decide, for `verify` to check.
 pub fn images(items: &[Item]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for item in items {
+    for item in items.iter().filter(|i| i.skip.is_none()) {
         if let Ok((_, t)) = template_of(&item.object) {
             for image in mutate::images(&t.spec, &item.operation) {
                 if !out.contains(&image) {
@@ -234,12 +244,15 @@ fn plan_with(
     Ok(mutate::mutate(policy, &template, base, &ns, op, extras))
 }
 
-fn object_namespace(object: &Value, hint: Option<&str>) -> String {
-    object
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .or(hint)
+/// The request's namespace when there is a request, else the object's, else `default`.
+fn object_namespace(object: &Value, request: Option<&str>) -> String {
+    request
+        .or_else(|| {
+            object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        })
         .unwrap_or("default")
         .to_owned()
 }
@@ -271,6 +284,11 @@ fn evaluate_with(policy: &Policy, item: &Item, opts: Options<'_>) -> ObjectResul
         name: meta("name").or_else(|| meta("generateName")),
         ..ObjectResult::default()
     };
+    if let Some(why) = &item.skip {
+        result.patch = Some(Patch::default());
+        result.warnings = Some(vec![format!("admission leaves it alone: {why}")]);
+        return result;
+    }
     if !object.is_object() {
         result.error = Some("not a Kubernetes object".into());
         return result;

@@ -172,7 +172,7 @@ fn dry_run_objects_from_files_and_stdin() {
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["results"].as_array().unwrap().len(), 3);
 
-    let review = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","namespace":"shop","operation":"CREATE",
+    let review = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"shop","operation":"CREATE",
         "object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"nginx"}]}}}}"#;
     let out = run(&["dry-run", "--policy-file", &policy, "-"], review);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

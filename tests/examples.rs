@@ -107,6 +107,7 @@ fn examples_produce_what_they_promise() {
                     object: after.clone(),
                     namespace: None,
                     operation: Operation::Create,
+                    skip: None,
                 },
             );
             assert_eq!(

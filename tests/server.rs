@@ -62,6 +62,34 @@ async fn review_fixtures_patch_to_the_expected_pods() {
         .contains("quay-mirror.local:5000"));
 }
 
+/// One reader for both: the dry-run of every review fixture (DELETE and a `pods/status` UPDATE
+/// among them) patches exactly what `/mutate` answers for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dry_run_of_each_review_is_what_mutate_answers() {
+    let server = Server::with_policy(&review_policy());
+    let client = server.client();
+    let mut names: Vec<String> = std::fs::read_dir(data("reviews"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json") && !n.ends_with(".expected.json"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 5, "{names:?}");
+    for name in &names {
+        let body = std::fs::read(data(&format!("reviews/{name}"))).unwrap();
+        let (_, answer) = post(&client, &server.url("/mutate"), Some(JSON), body.clone()).await;
+        let served = decode_patch(&answer).map_or(Vec::new(), |p| p.0);
+        let (status, report) = post(&client, &server.url("/dry-run"), Some(JSON), body).await;
+        assert_eq!(status, 200, "{name}: {report}");
+        let dry: json_patch::Patch =
+            serde_json::from_value(report["results"][0]["patch"].clone()).unwrap();
+        assert_eq!(dry.0, served, "{name}: dry-run {report} vs answer {answer}");
+        if name == "delete.json" || name == "status.json" {
+            assert!(served.is_empty(), "{name}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_needing_nothing_gets_no_patch() {
     let policy = review_policy();

@@ -227,6 +227,7 @@ async fn a_pod_whose_images_no_mirror_has_gets_a_warning_and_keeps_them() {
         object: pod,
         namespace: None,
         operation: Default::default(),
+        skip: None,
     }];
     let verdicts = c.verify(&p, &dryrun::images(&items)).await;
     let opts = dryrun::Options {
