@@ -3,6 +3,7 @@
 pub mod body;
 pub mod conn;
 pub mod metrics;
+pub mod review;
 pub mod routes;
 pub mod selfmanaged;
 pub mod tls;

@@ -1,7 +1,7 @@
-//! The HTTP surface. Handlers only translate between HTTP and the pure core.
+//! The HTTP surface: routes, methods, media types and body limits. Handlers only translate
+//! between HTTP and the review pipeline (`review`) or the dry-run.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, RawQuery, State as Extract};
@@ -12,10 +12,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::State;
-use crate::admission::{self, Outcome};
 use crate::dryrun;
-use crate::mutate::Extras;
-use crate::server::metrics::{OutcomeLabel, RuleLabel};
 
 /// The webhook listener: admission, dry-run and the probes.
 pub fn webhook(state: Arc<State>) -> Router {
@@ -85,128 +82,8 @@ async fn mutate(Extract(state): Extract<Arc<State>>, headers: HeaderMap, body: B
     if media_type(&headers) != "application/json" {
         return unsupported("application/json");
     }
-    let started = Instant::now();
-    let policy = state.policy.current();
-    let lookup = |ns: &str, host: &str| match &state.namespace_secrets {
-        Some(store) => store.covering(ns, host),
-        None => Vec::new(),
-    };
-    // Read once; `verify` (I/O) runs between reading the Pod and deciding it.
-    let mut answer = match admission::read(&body, state.fail_closed) {
-        admission::Read::Answered(answer) => answer,
-        admission::Read::Pod(pod) => {
-            let verdicts = match &policy {
-                Some(p) if p.verify.enabled => state.checker.verdicts(p, &pod.images()).await,
-                _ => None,
-            };
-            let extras = Extras {
-                managed_secrets: state.pull_secrets.is_some(),
-                namespace_secrets: &lookup,
-                verdicts: verdicts.as_ref(),
-            };
-            pod.decide(policy.as_deref(), state.fail_closed, extras)
-        }
-    };
-    if let (Some(ps), Some(policy), false) = (&state.pull_secrets, &policy, answer.dry_run) {
-        materialise(&state, ps, policy, &mut answer).await;
-    }
-    let m = &state.metrics;
-    m.reviews
-        .get_or_create(&OutcomeLabel {
-            outcome: answer.outcome.label().into(),
-        })
-        .inc();
-    for d in answer.mutation.rewrites() {
-        if let Some(rule) = &d.decision.rule {
-            m.rewrites
-                .get_or_create(&RuleLabel { rule: rule.clone() })
-                .inc();
-        }
-    }
-    let body = answer.body();
-    m.review_seconds.observe(started.elapsed().as_secs_f64());
-    log(&answer);
+    let body = super::review::answer(&state, &body).await;
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// Creates or updates the managed pull secrets a Pod will name, before it is admitted. A failure
-/// admits the Pod with a warning (the resync makes the Secret later), or denies it with --fail-closed.
-async fn materialise(
-    state: &State,
-    ps: &crate::secrets::PullSecrets,
-    policy: &crate::policy::Policy,
-    answer: &mut admission::Answer,
-) {
-    let ns = answer.namespace.clone();
-    if ns.is_empty() {
-        // Only the API server's `request.namespace` says where a Secret may be written.
-        for name in answer
-            .mutation
-            .managed_secrets
-            .iter()
-            .map(|m| m.name.clone())
-            .collect::<Vec<_>>()
-        {
-            answer.warn(format!(
-                "pull secret {name} not made: the review names no namespace"
-            ));
-        }
-        return;
-    }
-    let results = futures::future::join_all(
-        answer
-            .mutation
-            .managed_secrets
-            .iter()
-            .map(|m| ps.ensure(policy, &ns, &m.registry)),
-    )
-    .await;
-    let names: Vec<String> = answer
-        .mutation
-        .managed_secrets
-        .iter()
-        .map(|m| m.name.clone())
-        .collect();
-    for (name, result) in names.into_iter().zip(results) {
-        let Err(e) = result else { continue };
-        state.metrics.pull_secret_errors.inc();
-        tracing::warn!(uid = %answer.uid, namespace = %ns, secret = %name, error = %e, "cannot make pull secret");
-        if state.fail_closed {
-            answer.deny(500, format!("cannot make pull secret {name}: {e}"));
-            return;
-        }
-        answer.warn(format!(
-            "pull secret {name} could not be made yet; it will be retried"
-        ));
-    }
-}
-
-/// One structured line per review.
-fn log(answer: &admission::Answer) {
-    let rewrites = answer.mutation.rewrites().count();
-    let span = tracing::info_span!(
-        "review",
-        uid = %answer.uid,
-        namespace = %answer.namespace,
-        name = %answer.name,
-        operation = %answer.operation,
-        dry_run = answer.dry_run,
-    );
-    let _enter = span.enter();
-    match &answer.outcome {
-        Outcome::Mutated => tracing::info!(
-            mutated = true,
-            rewrites,
-            pull_secrets = answer.mutation.pull_secrets.len(),
-            annotations = answer.mutation.annotations.len(),
-            "review answered"
-        ),
-        Outcome::Unchanged => tracing::info!(mutated = false, "review answered"),
-        Outcome::Skipped(why) => tracing::debug!(mutated = false, reason = %why, "review skipped"),
-        Outcome::Failed(why) => {
-            tracing::warn!(mutated = false, reason = %why, "review not handled")
-        }
-    }
 }
 
 fn no_policy() -> Response {
