@@ -1,0 +1,122 @@
+//! The command line of `serve`: every flag with its default and why.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::state::DEFAULT_BODIES_BYTES;
+use crate::source::NamespacedName;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    crate::policy::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration (500ms, 1s, 2m)"))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS listener.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM certificate (chain) to serve; re-read when it changes. Without it a development
+    /// certificate for localhost is made and its CA written to --dev-cert-dir.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Where the development CA is written when no certificate is given.
+    #[arg(long, value_name = "DIR", default_value = "certs/dev")]
+    pub dev_cert_dir: PathBuf,
+    /// The policy; re-read when it changes. Without it (or --policy-configmap) the built-in
+    /// sample policy is served.
+    #[arg(long, value_name = "FILE", conflicts_with = "policy_configmap")]
+    pub policy_file: Option<PathBuf>,
+    /// Watch the policy in this ConfigMap (key policy.yaml) through the Kubernetes API, with the
+    /// in-cluster configuration or KUBECONFIG. Not ready until it has loaded once.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub policy_configmap: Option<NamespacedName>,
+    /// Keep the serving certificate in this Secret, made, shared by replicas and renewed by the
+    /// webhook itself (instead of --tls-cert/--tls-key).
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        conflicts_with = "tls_cert",
+        requires = "cert_dns_names"
+    )]
+    pub cert_secret: Option<NamespacedName>,
+    /// Names (and IPs) the self-managed certificate covers: the Service's DNS names.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub cert_dns_names: Vec<String>,
+    /// Validity of a self-managed certificate.
+    #[arg(long, value_name = "DURATION", default_value = "8760h", value_parser = duration)]
+    pub cert_validity: Duration,
+    /// Renew a self-managed certificate when less than this is left.
+    #[arg(long, value_name = "DURATION", default_value = "720h", value_parser = duration)]
+    pub cert_renew_before: Duration,
+    /// How often the self-managed certificate's Secret and CA bundle are checked.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = duration)]
+    pub cert_check_interval: Duration,
+    /// The MutatingWebhookConfiguration whose CA bundle the self-managed CA is written into.
+    #[arg(long, value_name = "NAME", requires = "cert_secret")]
+    pub webhook_configuration: Option<String>,
+    /// Make and keep pull secrets for registries the policy has credentials for, and attach existing
+    /// dockerconfigjson Secrets (pullSecrets.fromNamespace). Needs RBAC for Secrets.
+    #[arg(long)]
+    pub pull_secrets: bool,
+    /// How often managed pull secrets are brought up to date with their credential sources.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub pull_secret_resync: Duration,
+    /// Plain-HTTP listener for /healthz, /readyz and /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Deny a review that cannot be handled instead of admitting the pod unchanged.
+    #[arg(long)]
+    pub fail_closed: bool,
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+    /// Largest request body accepted; larger ones get 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Request bodies held in memory at once, all requests together. A request past it waits for
+    /// room until --request-timeout, then gets 503.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BODIES_BYTES)]
+    pub max_bodies_bytes: usize,
+    /// A request's body must arrive within this time, or it gets 408. The API server gives a
+    /// webhook call at most 30 s (timeoutSeconds).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub request_timeout: Duration,
+    /// Open connections per listener; past it a new connection is closed at once.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_connections: u32,
+    /// A connection with no request for this long is closed. Longer than the API server's own
+    /// idle timeout for webhook connections (90 s, client-go's IdleConnTimeout), so that the
+    /// client always closes first and never reuses a connection the server is closing.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// Require a client certificate signed by a CA in this PEM file (the API server's, as its
+    /// AdmissionConfiguration names it); re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Largest policy accepted, from a file or the ConfigMap (which holds at most 1 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::policy::MAX_POLICY_BYTES)]
+    pub max_policy_bytes: usize,
+    /// How often the policy and certificate files are checked for changes.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    pub reload_interval: Duration,
+    /// Threads that answer requests. One core answers several thousand reviews a second, far more
+    /// than clusters create pods; more threads only pay off beyond that, and on small VMs waking
+    /// idle threads costs tail latency (see README, Performance).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+    /// After SIGTERM, how long to report not-ready before the listeners close, so that load
+    /// balancers stop sending new reviews first.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    pub drain_delay: Duration,
+}

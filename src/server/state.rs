@@ -1,0 +1,111 @@
+//! What every handler shares: the policy store, verify, pull secrets, metrics and limits.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::body;
+use super::metrics::{self, Metrics};
+use crate::source;
+use crate::source::{PolicyStore, Reload};
+
+/// What every handler shares.
+pub struct State {
+    pub policy: Arc<PolicyStore>,
+    /// Set when --pull-secrets is on.
+    pub pull_secrets: Option<Arc<crate::secrets::PullSecrets>>,
+    pub namespace_secrets: Option<crate::secrets::NamespaceSecrets>,
+    pub checker: crate::registry::Checker,
+    pub metrics: Arc<Metrics>,
+    pub fail_closed: bool,
+    pub bodies: Arc<body::Bodies>,
+    /// Whether managed pull secrets are made, for the line on unused credentials.
+    pub(super) managed_pull_secrets: Arc<AtomicBool>,
+    pub(super) shutting_down: AtomicBool,
+}
+
+/// Bodies held at once by default: two of the largest a review may be, or thousands of ordinary
+/// ones (a few KB each), well inside the chart's 128 MiB memory limit.
+pub const DEFAULT_BODIES_BYTES: usize = 16 * 1024 * 1024;
+
+impl State {
+    pub fn new(fail_closed: bool, max_body: usize) -> Self {
+        State::with_policy_limit(fail_closed, max_body, crate::policy::MAX_POLICY_BYTES)
+    }
+
+    pub fn with_policy_limit(fail_closed: bool, max_body: usize, max_policy: usize) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let observed = metrics.clone();
+        let observe: crate::registry::Observer = Arc::new(move |result: &str, took: Duration| {
+            observed
+                .verify_checks
+                .get_or_create(&metrics::ResultLabel {
+                    result: result.into(),
+                })
+                .inc();
+            observed.verify_seconds.observe(took.as_secs_f64());
+        });
+        let checker = crate::registry::Checker::new(observe);
+        let managed_pull_secrets = Arc::new(AtomicBool::new(false));
+        let policy = PolicyStore::new(
+            max_policy,
+            policy_observer(
+                metrics.clone(),
+                checker.clone(),
+                managed_pull_secrets.clone(),
+            ),
+        );
+        let bodies = body::Bodies::new(
+            max_body,
+            DEFAULT_BODIES_BYTES,
+            Duration::from_secs(30),
+            metrics.clone(),
+        );
+        State {
+            policy: Arc::new(policy),
+            pull_secrets: None,
+            namespace_secrets: None,
+            checker,
+            metrics,
+            fail_closed,
+            bodies: Arc::new(bodies),
+            managed_pull_secrets,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Why the server is not ready, if it is not.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            Some("shutting down")
+        } else if !self.policy.is_loaded() {
+            Some("no policy loaded")
+        } else {
+            None
+        }
+    }
+}
+
+/// Counts reloads, forgets verify's clients and answers when a policy changes (its TLS settings
+/// and credentials may have), and says when the policy's credentials make no pull secret.
+fn policy_observer(
+    metrics: Arc<Metrics>,
+    checker: crate::registry::Checker,
+    managed_pull_secrets: Arc<AtomicBool>,
+) -> source::store::Observer {
+    Box::new(move |reload| match reload {
+        Reload::Loaded(policy) => {
+            checker.reset();
+            Metrics::reload(&metrics.policy_reloads, true);
+            if let Some(line) =
+                policy.unused_credentials(managed_pull_secrets.load(Ordering::Relaxed))
+            {
+                tracing::warn!("{line}");
+            }
+        }
+        Reload::Refused => Metrics::reload(&metrics.policy_reloads, false),
+        Reload::SourceFailed => {
+            metrics.policy_watch_errors.inc();
+        }
+    })
+}

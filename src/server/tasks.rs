@@ -1,0 +1,143 @@
+//! What runs beside the listeners: certificate reloads and renewals, the pull-secret resync.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::metrics::Metrics;
+use super::selfmanaged;
+use super::state::State;
+use super::tls::{self, TlsError};
+use crate::source::{self, PolicyStore};
+
+/// Re-reads the policy file when it changes and hands it to the store, which keeps the last good
+/// policy when a text does not load.
+pub(super) fn watch_policy_file(
+    path: PathBuf,
+    loaded: Vec<u8>,
+    every: Duration,
+    store: Arc<PolicyStore>,
+) -> impl std::future::Future<Output = ()> {
+    let origin = path.display().to_string();
+    source::file::watch(vec![path], vec![loaded], every, move |read| {
+        let (store, origin) = (store.clone(), origin.clone());
+        async move {
+            match read {
+                Ok(files) => {
+                    let text = files.into_iter().next().unwrap_or_default();
+                    let text = String::from_utf8(text)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                    // A refusal is logged and counted by the store; the last good policy stays.
+                    let _ = store.apply(&origin, text).await;
+                }
+                Err(e) => store.refuse(&origin, &e),
+            }
+        }
+    })
+}
+
+/// Watches TLS files and applies each version that parses; one that does not (or cannot be read)
+/// keeps what is served. Either way it is logged and counted in `tls_reloads_total`.
+pub(super) fn watch_tls<T>(
+    what: &'static str,
+    paths: Vec<PathBuf>,
+    loaded: Vec<Vec<u8>>,
+    every: Duration,
+    metrics: Arc<Metrics>,
+    parse: impl Fn(&[Vec<u8>]) -> Result<T, TlsError> + Send + 'static,
+    apply: impl Fn(T) + Send + 'static,
+) -> impl std::future::Future<Output = ()> {
+    source::file::watch(paths, loaded, every, move |read| {
+        match read
+            .map_err(TlsError::Unreadable)
+            .and_then(|files| parse(&files))
+        {
+            Ok(value) => {
+                apply(value);
+                Metrics::reload(&metrics.tls_reloads, true);
+                tracing::info!(what, "reloaded");
+            }
+            Err(e) => {
+                Metrics::reload(&metrics.tls_reloads, false);
+                tracing::error!(what, error = %e, "rejected; keeping the previous one");
+            }
+        }
+        std::future::ready(())
+    })
+}
+
+/// Brings managed pull secrets up to date with their sources, so a rotation needs no Pod change.
+pub(super) async fn resync_pull_secrets(
+    pull_secrets: Arc<crate::secrets::PullSecrets>,
+    state: Arc<State>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(policy) = state.policy.current() else {
+            continue;
+        };
+        match pull_secrets.resync(&policy).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(updated = n, "managed pull secrets brought up to date"),
+            Err(e) => {
+                state.metrics.pull_secret_errors.inc();
+                tracing::warn!(error = %e, "cannot resync managed pull secrets");
+            }
+        }
+    }
+}
+
+/// Keeps a self-managed certificate current: picks up renewals by other replicas, renews it when
+/// due, and keeps the CA bundle in the webhook configuration (an upgrade may have blanked it).
+pub(super) async fn keep_certificate(
+    client: kube::Client,
+    settings: selfmanaged::Settings,
+    mut served: selfmanaged::Material,
+    resolver: Arc<tls::Resolver>,
+    state: Arc<State>,
+    every: Duration,
+) {
+    // Until the bundle is out (the webhook configuration may not exist yet while a release
+    // installs), retry every few seconds rather than every `every`.
+    const RETRY: Duration = Duration::from_secs(2);
+    let mut wait = Duration::ZERO;
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = every;
+        match selfmanaged::ensure(&client, &settings, std::time::SystemTime::now()).await {
+            Ok(m) if m != served => match tls::certified_key(m.cert.as_bytes(), m.key.as_bytes()) {
+                Ok(key) => {
+                    // The API server must trust the new CA before the new certificate is served.
+                    if let Some(name) = &settings.webhook_configuration {
+                        if let Err(e) = selfmanaged::publish_ca(&client, name, &m).await {
+                            tracing::error!(error = %e, "cannot publish the renewed CA bundle; serving the old certificate");
+                            continue;
+                        }
+                    }
+                    resolver.swap(key);
+                    served = m;
+                    Metrics::reload(&state.metrics.tls_reloads, true);
+                    tracing::info!("serving the renewed certificate");
+                }
+                Err(e) => {
+                    Metrics::reload(&state.metrics.tls_reloads, false);
+                    tracing::error!(error = %e, "the certificate Secret holds an unusable pair");
+                }
+            },
+            Ok(_) => {}
+            Err(e) => {
+                Metrics::reload(&state.metrics.tls_reloads, false);
+                tracing::error!(error = %e, "cannot check the certificate Secret; serving the current certificate");
+            }
+        }
+        if let Some(name) = &settings.webhook_configuration {
+            if let Err(e) = selfmanaged::publish_ca(&client, name, &served).await {
+                tracing::error!(error = %e, webhook_configuration = name, "cannot publish the CA bundle; the API server may not trust this webhook");
+                wait = every.min(RETRY);
+            }
+        }
+    }
+}
