@@ -6,9 +6,9 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::policy::Credentials;
+use crate::reference::is_docker_hub;
 
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "image-mirror-webhook";
+pub use crate::names::{MANAGED_BY, MANAGED_BY_LABEL};
 pub const REGISTRY_ANNOTATION: &str = "image-mirror-webhook.io/registry";
 pub const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
 pub const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
@@ -32,13 +32,6 @@ pub fn managed_name(host: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     format!("imw-pull-{}-{hash}", readable.trim_end_matches('-'))
-}
-
-fn is_docker_hub(host: &str) -> bool {
-    matches!(
-        host,
-        "docker.io" | "index.docker.io" | "registry-1.docker.io"
-    )
 }
 
 /// The `auths` key for a registry, as `kubectl create secret docker-registry --docker-server` writes it.

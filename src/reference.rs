@@ -6,6 +6,20 @@ use std::fmt;
 
 pub const DOCKER_HUB: &str = "docker.io";
 const LEGACY_DOCKER_HUB: &str = "index.docker.io";
+/// The other names Docker Hub goes by: its legacy index and its API host.
+const DOCKER_HUB_ALIASES: [&str; 2] = [LEGACY_DOCKER_HUB, "registry-1.docker.io"];
+
+/// `docker.io` for any of Docker Hub's names, else the host as it is.
+pub fn canonical_host(host: &str) -> &str {
+    match DOCKER_HUB_ALIASES.contains(&host) {
+        true => DOCKER_HUB,
+        false => host,
+    }
+}
+
+pub fn is_docker_hub(host: &str) -> bool {
+    canonical_host(host) == DOCKER_HUB
+}
 const OFFICIAL_PREFIX: &str = "library/";
 const MAX_PATH_LEN: usize = 255;
 const MAX_TAG_LEN: usize = 128;

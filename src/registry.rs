@@ -11,6 +11,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 
 use crate::policy::Policy;
 use crate::rewrite::candidates;
+use crate::sync::lock;
 pub use crate::verdict::{Absence, Answer, Candidate, Tried, Verdict, Verdicts};
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
@@ -48,10 +49,6 @@ struct Inner {
     observe: Observer,
     /// Resolves credentials kept in Secrets (`serve --pull-secrets`).
     pull_secrets: std::sync::OnceLock<Arc<crate::secrets::PullSecrets>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Checker {

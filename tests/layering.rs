@@ -18,6 +18,8 @@ const CORE: &[&str] = &[
     "mutate",
     "dryrun",
     "admission",
+    "names",
+    "sync",
 ];
 const IO_CRATES: &[&str] = &[
     "reqwest",

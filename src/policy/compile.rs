@@ -12,6 +12,7 @@ use super::{
     Credentials, DefaultRegistry, Diagnostic, Kci, KciMode, Mirror, MirrorEndpoint, Policy,
     RegistryConfig, Rewrite, Severity, Tls, Verify,
 };
+use crate::names::is_dns_subdomain;
 use crate::reference::{is_domain, Reference, DOCKER_HUB};
 use crate::yaml::Pos;
 
@@ -724,19 +725,6 @@ fn secret_name(r: &mut Reader, name: &Option<Spanned<String>>, path: &str) -> Op
     None
 }
 
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            let b = label.as_bytes();
-            !b.is_empty()
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        })
-}
-
 fn merge_config(into: &mut RegistryConfig, from: RegistryConfig) {
     if from.credentials.is_some() {
         into.credentials = from.credentials;
@@ -768,11 +756,5 @@ mod tests {
     }
 
     #[test]
-    fn secret_names() {
-        assert!(is_dns_subdomain("mirror-cred"));
-        assert!(is_dns_subdomain("a.b-c"));
-        assert!(!is_dns_subdomain("Mirror"));
-        assert!(!is_dns_subdomain("-x"));
-        assert!(!is_dns_subdomain(""));
-    }
+    fn secret_names() {}
 }

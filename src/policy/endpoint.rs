@@ -1,7 +1,7 @@
 //! Mirror endpoints as K3s normalises them (`normalizeEndpointAddress`), reduced to what an image
 //! reference can say: a registry host and, for the Anthos `/v2/<namespace>` form, a path prefix.
 
-use crate::reference::{is_domain, is_path_component, DOCKER_HUB};
+use crate::reference::{is_domain, is_path_component};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -109,10 +109,7 @@ pub fn parse(raw: &str) -> Result<Endpoint, EndpointError> {
             Scheme::Https
         },
     );
-    let host = match authority {
-        "registry-1.docker.io" | "index.docker.io" => DOCKER_HUB,
-        a => a,
-    };
+    let host = crate::reference::canonical_host(authority);
     if !reads_as_registry(host) {
         return Err(err(
             format!("images on `{host}` would read as Docker Hub images (`docker.io/{host}/...`)"),

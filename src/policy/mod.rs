@@ -298,10 +298,7 @@ impl Policy {
     /// `configs` are looked up by the host images are pulled from; `docker.io` also covers
     /// `registry-1.docker.io`; `"*"` is the fallback.
     pub fn config_for(&self, host: &str) -> Option<&RegistryConfig> {
-        let host = match host {
-            "registry-1.docker.io" | "index.docker.io" => crate::reference::DOCKER_HUB,
-            h => h,
-        };
+        let host = crate::reference::canonical_host(host);
         self.configs.get(host).or(self.wildcard_config.as_ref())
     }
 

@@ -27,7 +27,7 @@ type SecretIndex = HashMap<String, std::collections::BTreeMap<String, Vec<String
 impl NamespaceSecrets {
     /// Names, sorted, of the Secrets in `namespace` whose `auths` cover `host`.
     pub fn covering(&self, namespace: &str, host: &str) -> Vec<String> {
-        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        let live = crate::sync::read(&self.live);
         live.get(namespace)
             .into_iter()
             .flatten()
@@ -40,7 +40,7 @@ impl NamespaceSecrets {
     /// replaces the index at once, so lookups never see a half-listed cluster.
     pub fn apply(&self, event: kube::runtime::watcher::Event<Secret>, relist: &mut SecretIndex) {
         use kube::runtime::watcher::Event;
-        let live = || self.live.write().unwrap_or_else(|p| p.into_inner());
+        let live = || crate::sync::write(&self.live);
         match event {
             Event::Init => relist.clear(),
             Event::InitApply(s) => index_secret(relist, &s),
@@ -112,7 +112,7 @@ pub fn watch_namespace_secrets(
 mod tests {
     use super::*;
     use crate::dockerconfig::managed_name;
-    use crate::secrets::store::secret_object;
+    use crate::secrets::store;
     use serde_json::json;
 
     fn pull_secret(ns: &str, name: &str, registries: &[&str], managed: bool) -> Secret {
@@ -120,12 +120,11 @@ mod tests {
             .iter()
             .map(|r| (r.to_string(), json!({"auth": "c2VjcmV0"})))
             .collect();
-        let mut s = secret_object(
+        let mut s = store::pull_secret(
             ns,
             name,
             "x",
             &serde_json::to_vec(&json!({ "auths": auths })).unwrap(),
-            None,
         );
         if !managed {
             s.metadata.labels = None;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{ListParams, ObjectMeta};
 use kube::{Api, Client};
 use serde_json::Value;
 
@@ -16,6 +16,9 @@ use crate::dockerconfig::{
     DOCKER_CONFIG_TYPE, MANAGED_BY, MANAGED_BY_LABEL, REGISTRY_ANNOTATION,
 };
 use crate::policy::{Credentials, Policy, RegistryConfig};
+use crate::sync::lock;
+
+use super::Want;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -134,7 +137,7 @@ impl PullSecrets {
     }
 
     fn lock_for(&self, key: &(String, String)) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut locks = lock(&self.locks);
         locks.entry(key.clone()).or_default().clone()
     }
 
@@ -148,59 +151,33 @@ impl PullSecrets {
         let name = managed_name(host);
         let key = (namespace.to_owned(), name.clone());
         let data = self.data_for(policy, host).await?;
-        let known = |k: &(String, String)| {
-            self.known
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(k)
-                .cloned()
-        };
+        let known = |k: &(String, String)| lock(&self.known).get(k).cloned();
         if known(&key).as_deref() == Some(&*data) {
             return Ok(name);
         }
-        let lock = self.lock_for(&key);
-        let _guard = lock.lock().await;
+        let secret_lock = self.lock_for(&key);
+        let _guard = secret_lock.lock().await;
         if known(&key).as_deref() == Some(&*data) {
             return Ok(name);
         }
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        for _ in 0..3 {
-            let result = match api.get_opt(&name).await? {
-                None => {
-                    api.create(
-                        &PostParams::default(),
-                        &secret_object(namespace, &name, host, &data, None),
-                    )
-                    .await
-                }
-                Some(existing) if stored(&existing).as_deref() == Some(&data[..]) => Ok(existing),
-                Some(existing) => {
-                    let rv = existing.metadata.resource_version.clone();
-                    api.replace(
-                        &name,
-                        &PostParams::default(),
-                        &secret_object(namespace, &name, host, &data, rv),
-                    )
-                    .await
-                }
-            };
-            match result {
-                Ok(_) => {
-                    self.known
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(key, data);
-                    return Ok(name);
-                }
-                // Another replica got there first: read again.
-                Err(kube::Error::Api(e)) if e.code == 409 => continue,
-                Err(e) => return Err(e.into()),
+        let settled = super::converge(&api, &name, 3, |existing| {
+            Ok::<_, SecretError>(match existing {
+                Some(e) if stored(e).as_deref() == Some(&data[..]) => Want::Keep(()),
+                _ => Want::Write(pull_secret(namespace, &name, host, &data), ()),
+            })
+        })
+        .await?;
+        match settled {
+            Some(()) => {
+                lock(&self.known).insert(key, data);
+                Ok(name)
             }
+            None => Err(SecretError::Source(
+                host.to_owned(),
+                "the Secret kept changing; try again".into(),
+            )),
         }
-        Err(SecretError::Source(
-            host.to_owned(),
-            "the Secret kept changing; try again".into(),
-        ))
     }
 
     /// Re-reads every credential source and brings every managed Secret in the cluster up to date,
@@ -261,20 +238,13 @@ fn stored(secret: &Secret) -> Option<Vec<u8>> {
         .map(|b| b.0.clone())
 }
 
-pub(super) fn secret_object(
-    namespace: &str,
-    name: &str,
-    host: &str,
-    data: &[u8],
-    resource_version: Option<String>,
-) -> Secret {
+pub(super) fn pull_secret(namespace: &str, name: &str, host: &str, data: &[u8]) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
             labels: Some([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())].into()),
             annotations: Some([(REGISTRY_ANNOTATION.to_owned(), host.to_owned())].into()),
-            resource_version,
             ..ObjectMeta::default()
         },
         type_: Some(DOCKER_CONFIG_TYPE.into()),

@@ -13,16 +13,17 @@ use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
-use kube::api::{ObjectMeta, PatchParams, PostParams};
+use kube::api::{ObjectMeta, PatchParams};
 use kube::{Api, Client};
 
 use super::tls;
+use crate::names::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::secrets::{converge, Want};
 use crate::source::NamespacedName;
 
 const CA_KEY: &str = "ca.crt";
 const CERT_KEY: &str = "tls.crt";
 const KEY_KEY: &str = "tls.key";
-const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -112,7 +113,7 @@ fn fresh(s: &Settings, previous: Option<&Material>) -> Result<Material, CertErro
     })
 }
 
-fn secret_object(s: &Settings, m: &Material, resource_version: Option<String>) -> Secret {
+fn tls_secret(s: &Settings, m: &Material) -> Secret {
     let data = BTreeMap::from([
         (
             CA_KEY.to_owned(),
@@ -126,10 +127,9 @@ fn secret_object(s: &Settings, m: &Material, resource_version: Option<String>) -
             name: Some(s.secret.name.clone()),
             namespace: Some(s.secret.namespace.clone()),
             labels: Some(BTreeMap::from([(
+                MANAGED_BY_LABEL.to_owned(),
                 MANAGED_BY.to_owned(),
-                "image-mirror-webhook".to_owned(),
             )])),
-            resource_version,
             ..ObjectMeta::default()
         },
         type_: Some("kubernetes.io/tls".into()),
@@ -142,44 +142,17 @@ fn secret_object(s: &Settings, m: &Material, resource_version: Option<String>) -
 /// racing to create or renew it settle on whichever write the API server took first.
 pub async fn ensure(client: &Client, s: &Settings, now: SystemTime) -> Result<Material, CertError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &s.secret.namespace);
-    for _ in 0..5 {
-        match secrets.get_opt(&s.secret.name).await? {
-            Some(existing) => {
-                let current = material(&existing);
-                if let Some(m) = current.as_ref().filter(|m| usable(m, s, now)) {
-                    return Ok(m.clone());
-                }
-                let next = fresh(s, current.as_ref())?;
-                let obj = secret_object(s, &next, existing.metadata.resource_version.clone());
-                match secrets
-                    .replace(&s.secret.name, &PostParams::default(), &obj)
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::info!(secret = %s.secret, "serving certificate renewed");
-                        return Ok(next);
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 409 => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            None => {
-                let next = fresh(s, None)?;
-                match secrets
-                    .create(&PostParams::default(), &secret_object(s, &next, None))
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::info!(secret = %s.secret, "serving certificate created");
-                        return Ok(next);
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 409 => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
+    let settled = converge(&secrets, &s.secret.name, 5, |existing| -> Result<_, CertError> {
+        let current = existing.and_then(material);
+        if let Some(m) = current.as_ref().filter(|m| usable(m, s, now)) {
+            return Ok(Want::Keep(m.clone()));
         }
-    }
-    Err(CertError::Contended)
+        let next = fresh(s, current.as_ref())?;
+        tracing::info!(secret = %s.secret, renewing = existing.is_some(), "writing a serving certificate");
+        Ok(Want::Write(tls_secret(s, &next), next))
+    })
+    .await?;
+    settled.ok_or(CertError::Contended)
 }
 
 /// Writes the CA bundle into every webhook of the configuration that does not have it yet.

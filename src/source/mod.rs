@@ -26,13 +26,7 @@ impl FromStr for NamespacedName {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let valid = |part: &str| {
-            !part.is_empty()
-                && part.len() <= 253
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        };
+        let valid = crate::names::is_dns_subdomain;
         match s.split_once('/') {
             Some((ns, name)) if valid(ns) && valid(name) => Ok(NamespacedName {
                 namespace: ns.to_owned(),
