@@ -293,8 +293,6 @@ pub fn scope(
 
 /// Reads a review up to the Pod it carries.
 pub fn read(body: &[u8], fail_closed: bool) -> Read {
-    use Read::Answered;
-    let parsed: Result<ReviewIn<'_>, _> = serde_json::from_slice(body);
     let mut answer = Answer {
         response: Value::Null,
         outcome: Outcome::Failed(String::new()),
@@ -306,49 +304,78 @@ pub fn read(body: &[u8], fail_closed: bool) -> Read {
         mutation: Mutation::default(),
         patched: false,
     };
-    let review = match parsed {
-        Ok(r) => r,
-        Err(e) => {
-            answer.uid = uid_of_unreadable(body);
-            return Answered(fail(
+    match read_pod(body, &mut answer) {
+        Ok(Ok((pod, op))) => {
+            // The API server sets `request.namespace`; the object's own may say anything (a
+            // forged review), so decisions and writes go by the request's alone.
+            let namespace = answer.namespace.clone();
+            Read::Pod(PodReview {
                 answer,
-                None,
-                format!("unreadable AdmissionReview: {e}"),
-                fail_closed,
-            ));
+                pod,
+                namespace,
+                op,
+            })
         }
-    };
-    let api_version = review.api_version.clone();
-    if api_version.as_deref() != Some(API_VERSION)
+        Ok(Err(why)) => Read::Answered(skip(answer, why)),
+        Err(Unreadable { api_version, why }) => {
+            Read::Answered(fail(answer, api_version.as_deref(), why, fail_closed))
+        }
+    }
+}
+
+/// Why a review could not be read, answered by the failure policy.
+struct Unreadable {
+    /// The version to answer in, when the review named one we do not speak.
+    api_version: Option<String>,
+    why: String,
+}
+
+impl From<String> for Unreadable {
+    fn from(why: String) -> Self {
+        Unreadable {
+            api_version: None,
+            why,
+        }
+    }
+}
+
+impl From<&str> for Unreadable {
+    fn from(why: &str) -> Self {
+        why.to_owned().into()
+    }
+}
+
+/// Reads a review into `answer` (uid, names, operation) up to its Pod and the operation to decide,
+/// or why there is nothing to do (`Ok(Err)`), or why it cannot be read.
+fn read_pod(
+    body: &[u8],
+    answer: &mut Answer,
+) -> Result<Result<(PodTemplate, Operation), String>, Unreadable> {
+    let review: ReviewIn<'_> = serde_json::from_slice(body).map_err(|e| {
+        answer.uid = uid_of_unreadable(body);
+        Unreadable::from(format!("unreadable AdmissionReview: {e}"))
+    })?;
+    if review.api_version.as_deref() != Some(API_VERSION)
         || review.kind.as_deref() != Some("AdmissionReview")
     {
         let why = format!(
             "expected kind AdmissionReview of {API_VERSION}, got {} of {}",
             review.kind.as_deref().unwrap_or("no kind"),
-            api_version.as_deref().unwrap_or("no apiVersion")
+            review.api_version.as_deref().unwrap_or("no apiVersion")
         );
-        return Answered(fail(answer, api_version.as_deref(), why, fail_closed));
+        return Err(Unreadable {
+            api_version: review.api_version,
+            why,
+        });
     }
-    let Some(request) = review.request else {
-        return Answered(fail(
-            answer,
-            None,
-            "the review has no request".into(),
-            fail_closed,
-        ));
-    };
+    let request = review.request.ok_or("the review has no request")?;
     answer.uid = request.uid.clone().unwrap_or_default();
     answer.namespace = request.namespace.clone().unwrap_or_default();
     answer.name = request.name.clone().unwrap_or_default();
     answer.operation = request.operation.clone().unwrap_or_default();
     answer.dry_run = request.dry_run.unwrap_or(false);
     if answer.uid.is_empty() {
-        return Answered(fail(
-            answer,
-            None,
-            "the request has no uid".into(),
-            fail_closed,
-        ));
+        return Err("the request has no uid".into());
     }
     let gvk = request.kind.unwrap_or_default();
     let existing_ephemeral = || {
@@ -371,27 +398,11 @@ pub fn read(body: &[u8], fail_closed: bool) -> Read {
         existing_ephemeral,
     ) {
         Ok(op) => op,
-        Err(why) => return Answered(skip(answer, why)),
+        Err(why) => return Ok(Err(why)),
     };
-    let Some(object) = request.object else {
-        return Answered(fail(
-            answer,
-            None,
-            "the request has no object".into(),
-            fail_closed,
-        ));
-    };
-    let pod: PodTemplate = match serde_json::from_str(object.get()) {
-        Ok(p) => p,
-        Err(e) => {
-            return Answered(fail(
-                answer,
-                None,
-                format!("unreadable Pod: {e}"),
-                fail_closed,
-            ))
-        }
-    };
+    let object = request.object.ok_or("the request has no object")?;
+    let pod: PodTemplate = serde_json::from_str(object.get())
+        .map_err(|e| Unreadable::from(format!("unreadable Pod: {e}")))?;
     if answer.name.is_empty() {
         answer.name = pod
             .metadata
@@ -399,15 +410,7 @@ pub fn read(body: &[u8], fail_closed: bool) -> Read {
             .map(|m| m.name.clone())
             .unwrap_or_default();
     }
-    // The API server sets `request.namespace`; the object's own may say anything (a forged review),
-    // so decisions and writes go by the request's alone.
-    let namespace = answer.namespace.clone();
-    Read::Pod(PodReview {
-        answer,
-        pod,
-        namespace,
-        op,
-    })
+    Ok(Ok((pod, op)))
 }
 
 /// The uid of a review that did not parse (invalid UTF-8 somewhere in the Pod, say), read from

@@ -12,7 +12,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use crate::policy::Policy;
 use crate::rewrite::candidates;
 use crate::sync::lock;
-pub use crate::verdict::{Absence, Answer, Candidate, Tried, Verdict, Verdicts};
+pub use crate::verdict::{Absence, Candidate, Presence, Tried, Verdict, Verdicts};
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -43,7 +43,7 @@ pub struct Checker {
 struct Inner {
     clients: Mutex<HashMap<String, reqwest::Client>>,
     /// Answers by manifest URL, with when they expire.
-    cache: Mutex<HashMap<String, (Instant, Answer)>>,
+    cache: Mutex<HashMap<String, (Instant, Presence)>>,
     /// Image checks under way, by their candidates' answer keys.
     inflight: Mutex<HashMap<String, Pending>>,
     observe: Observer,
@@ -121,17 +121,17 @@ impl Checker {
 }
 
 impl Inner {
-    fn cached_answer(&self, url: &str) -> Option<Answer> {
+    fn cached_answer(&self, url: &str) -> Option<Presence> {
         match lock(&self.cache).get(url) {
             Some((until, answer)) if Instant::now() < *until => Some(answer.clone()),
             _ => None,
         }
     }
 
-    fn store(&self, url: &str, answer: &Answer, policy: &Policy) {
+    fn store(&self, url: &str, answer: &Presence, policy: &Policy) {
         let ttl = match answer {
-            Answer::Present { .. } => policy.verify.cache_ttl,
-            Answer::Absent { .. } => policy.verify.negative_cache_ttl,
+            Presence::Present { .. } => policy.verify.cache_ttl,
+            Presence::Absent { .. } => policy.verify.negative_cache_ttl,
         };
         let mut cache = lock(&self.cache);
         if cache.len() >= MAX_CACHED {
@@ -160,7 +160,7 @@ impl Inner {
                 (None, true) => {
                     verdict.tried.push(Tried {
                         endpoint: c.endpoint_url.clone(),
-                        answer: Answer::absent(Absence::TimedOut, TIMED_OUT),
+                        answer: Presence::absent(Absence::TimedOut, TIMED_OUT),
                     });
                     break;
                 }
@@ -217,7 +217,7 @@ impl Inner {
                         Ok(a) => a,
                         Err(_) => {
                             // The request was dropped unanswered; count it here.
-                            let a = Answer::absent(Absence::TimedOut, TIMED_OUT);
+                            let a = Presence::absent(Absence::TimedOut, TIMED_OUT);
                             (self.observe)(a.label(), started.elapsed());
                             a
                         }
@@ -273,9 +273,9 @@ impl Inner {
     /// Whether the endpoint has the image. With `pinDigest`, a tag's answer is only as good as
     /// the digest it names: that manifest is asked for too, because a pull-through cache can
     /// still answer for a tag whose manifest it no longer has, and the node will pull the digest.
-    async fn ask(&self, policy: &Policy, c: &Candidate) -> Answer {
+    async fn ask(&self, policy: &Policy, c: &Candidate) -> Presence {
         let answer = self.request(policy, &c.host, &c.manifest_url).await;
-        let (Answer::Present { digest: Some(d) }, true) = (&answer, policy.verify.pin_digest)
+        let (Presence::Present { digest: Some(d) }, true) = (&answer, policy.verify.pin_digest)
         else {
             return answer;
         };
@@ -289,15 +289,15 @@ impl Inner {
             .request(policy, &c.host, &format!("{base}/manifests/{d}"))
             .await
         {
-            Answer::Present { .. } => answer,
-            Answer::Absent {
+            Presence::Present { .. } => answer,
+            Presence::Absent {
                 kind: Absence::NotFound,
                 ..
-            } => Answer::absent(
+            } => Presence::absent(
                 Absence::NotFound,
                 format!("not found: the tag names {d}, but that manifest is gone"),
             ),
-            Answer::Absent { reason, kind } => Answer::absent(
+            Presence::Absent { reason, kind } => Presence::absent(
                 kind,
                 format!("{reason} (asking for {d}, which the tag names)"),
             ),
@@ -305,11 +305,11 @@ impl Inner {
     }
 
     /// One manifest HEAD, with the credentials the policy has for the host if it asks for them.
-    async fn request(&self, policy: &Policy, host: &str, url: &str) -> Answer {
+    async fn request(&self, policy: &Policy, host: &str, url: &str) -> Presence {
         let started = Instant::now();
         let answer = match self.client(policy, host) {
             Ok(client) => head_manifest(&client, url, || self.credentials(policy, host)).await,
-            Err(e) => Answer::error(e),
+            Err(e) => Presence::error(e),
         };
         (self.observe)(answer.label(), started.elapsed());
         answer
@@ -355,7 +355,7 @@ fn basic_header(userpass: &str) -> String {
 
 /// HEAD the manifest; on a challenge, answer it (Basic, or a Bearer token from the realm) once,
 /// with the credentials `credentials` finds (asked only then).
-async fn head_manifest<F, Fut>(client: &reqwest::Client, url: &str, credentials: F) -> Answer
+async fn head_manifest<F, Fut>(client: &reqwest::Client, url: &str, credentials: F) -> Presence
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<Option<String>, String>>,
@@ -380,25 +380,25 @@ where
             .to_owned();
         let creds = match credentials().await {
             Ok(c) => c,
-            Err(why) => return Answer::error(format!("unauthorized: {why}")),
+            Err(why) => return Presence::error(format!("unauthorized: {why}")),
         };
         let creds = creds.as_deref();
         let auth = match challenge.split_once(' ') {
             Some((scheme, params)) if scheme.eq_ignore_ascii_case("bearer") => {
                 match bearer_token(client, url, params, creds).await {
                     Ok(token) => format!("Bearer {token}"),
-                    Err(reason) => return Answer::error(reason),
+                    Err(reason) => return Presence::error(reason),
                 }
             }
             Some((scheme, _)) if scheme.eq_ignore_ascii_case("basic") => match creds {
                 Some(c) => basic_header(c),
                 None => {
-                    return Answer::error(
+                    return Presence::error(
                         "unauthorized: the registry wants credentials and the policy has none",
                     )
                 }
             },
-            _ => return Answer::error("unauthorized"),
+            _ => return Presence::error("unauthorized"),
         };
         match head(Some(auth)).await {
             Ok(r) => r,
@@ -408,7 +408,7 @@ where
         resp
     };
     match resp.status().as_u16() {
-        200 => Answer::Present {
+        200 => Presence::Present {
             // Only a well-formed digest is ever put into a reference.
             digest: resp
                 .headers()
@@ -417,9 +417,9 @@ where
                 .filter(|d| crate::reference::is_valid_digest(d))
                 .map(str::to_owned),
         },
-        404 => Answer::absent(Absence::NotFound, "not found"),
-        401 | 403 => Answer::error("unauthorized: the credentials were refused"),
-        code => Answer::error(format!("answered {code}")),
+        404 => Presence::absent(Absence::NotFound, "not found"),
+        401 | 403 => Presence::error("unauthorized: the credentials were refused"),
+        code => Presence::error(format!("answered {code}")),
     }
 }
 
@@ -440,12 +440,12 @@ fn redirect_policy() -> reqwest::redirect::Policy {
 }
 
 /// A request that got no answer: timed out, or failed on the way.
-fn transport(e: &reqwest::Error) -> Answer {
+fn transport(e: &reqwest::Error) -> Presence {
     let kind = match e.is_timeout() {
         true => Absence::TimedOut,
         false => Absence::Error,
     };
-    Answer::absent(kind, transport_reason(e))
+    Presence::absent(kind, transport_reason(e))
 }
 
 fn transport_reason(e: &reqwest::Error) -> String {

@@ -19,7 +19,7 @@ pub struct Candidate {
 /// What one endpoint said about one manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "result")]
-pub enum Answer {
+pub enum Presence {
     /// It has the manifest; the digest it answered with, when it said one.
     Present { digest: Option<String> },
     /// It does not have it, or would not say: why, for the dry-run and the logs.
@@ -38,22 +38,22 @@ pub enum Absence {
     Error,
 }
 
-impl Answer {
+impl Presence {
     pub fn absent(kind: Absence, reason: impl Into<String>) -> Self {
-        Answer::Absent {
+        Presence::Absent {
             reason: reason.into(),
             kind,
         }
     }
 
     pub fn error(reason: impl Into<String>) -> Self {
-        Answer::absent(Absence::Error, reason)
+        Presence::absent(Absence::Error, reason)
     }
 
     pub fn label(&self) -> &'static str {
         match self {
-            Answer::Present { .. } => "present",
-            Answer::Absent { kind, .. } => match kind {
+            Presence::Present { .. } => "present",
+            Presence::Absent { kind, .. } => match kind {
                 Absence::NotFound => "absent",
                 Absence::TimedOut => "timeout",
                 Absence::Error => "error",
@@ -67,7 +67,7 @@ impl Answer {
 pub struct Tried {
     pub endpoint: String,
     #[serde(flatten)]
-    pub answer: Answer,
+    pub answer: Presence,
 }
 
 /// Verdicts by image, as the decisions take them.
@@ -84,14 +84,14 @@ pub struct Verdict {
 
 impl Verdict {
     /// Adds one endpoint's answer; whether it chose that endpoint.
-    pub fn record(&mut self, i: usize, c: &Candidate, answer: Answer) -> bool {
+    pub fn record(&mut self, i: usize, c: &Candidate, answer: Presence) -> bool {
         let present = match &answer {
-            Answer::Present { digest } => {
+            Presence::Present { digest } => {
                 self.digest = digest.clone();
                 self.chosen = Some(i);
                 true
             }
-            Answer::Absent { .. } => false,
+            Presence::Absent { .. } => false,
         };
         self.tried.push(Tried {
             endpoint: c.endpoint_url.clone(),

@@ -14,7 +14,7 @@ use base64::Engine;
 use common::fake_registry::{FakeRegistry, DIGEST};
 use image_mirror_webhook::dryrun;
 use image_mirror_webhook::policy::Policy;
-use image_mirror_webhook::registry::{Answer, Checker};
+use image_mirror_webhook::registry::{Checker, Presence};
 
 fn checker() -> Checker {
     Checker::new(Arc::new(|_: &str, _: Duration| {}))
@@ -48,8 +48,8 @@ async fn result(c: &Checker, p: &Arc<Policy>, image: &str) -> (Option<String>, V
         .tried
         .iter()
         .map(|t| match &t.answer {
-            Answer::Present { .. } => "present".to_owned(),
-            Answer::Absent { reason, .. } => reason.clone(),
+            Presence::Present { .. } => "present".to_owned(),
+            Presence::Absent { reason, .. } => reason.clone(),
         })
         .collect();
     (d.result.clone().filter(|_| d.changed()), tried)
