@@ -60,14 +60,22 @@ fn bench(c: &mut Criterion) {
     for rules in [10, 100, 1000] {
         let p = policy(rules);
         group.bench_with_input(BenchmarkId::new("plan", rules), &p, |b, p| {
-            b.iter(|| dryrun::plan(p, black_box(&pod), None, &Operation::Create))
+            b.iter(|| {
+                dryrun::plan(
+                    p,
+                    black_box(&pod),
+                    None,
+                    &Operation::Create,
+                    dryrun::Options::default(),
+                )
+            })
         });
     }
     group.finish();
     let p = policy(10);
     for image in ["nginx:1.25.3", "quay.io/coreos/etcd:v3.5.0"] {
         c.bench_function(&format!("decide/{image}"), |b| {
-            b.iter(|| image_mirror_webhook::rewrite::decide(&p, black_box(image)))
+            b.iter(|| image_mirror_webhook::rewrite::decide(&p, black_box(image), None))
         });
     }
     c.bench_function("template/deserialize", |b| {

@@ -155,10 +155,10 @@ fn dry_run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
             verdicts: verdicts.as_ref(),
             pull_secrets: args.pull_secrets,
         };
-        dryrun::evaluate_all_with(&policy, &items, opts)
+        dryrun::evaluate_all(&policy, &items, opts)
     } else {
         let verdicts = verify(&policy, &args.image)?;
-        dryrun::explain_with(
+        dryrun::explain(
             &policy,
             &args.image,
             args.namespace.as_deref(),

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::mutate::{self, FieldDecision, Mutation, Operation, PodTemplate};
 use crate::policy::Policy;
-use crate::rewrite::decide_with;
+use crate::rewrite::decide;
 use crate::yaml;
 
 /// Objects larger than this many documents are refused rather than processed for minutes.
@@ -185,16 +185,6 @@ pub struct Options<'a> {
     pub pull_secrets: bool,
 }
 
-/// The decisions and patch for one object of any kind that holds a pod template.
-pub fn plan(
-    policy: &Policy,
-    object: &Value,
-    namespace: Option<&str>,
-    op: &Operation,
-) -> Result<Mutation, String> {
-    plan_with(policy, object, namespace, op, Options::default())
-}
-
 fn template_of(object: &Value) -> Result<(&'static [&'static str], PodTemplate), String> {
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("Pod");
     let base = mutate::template_path(kind)
@@ -227,7 +217,8 @@ pub fn images(items: &[Item]) -> Vec<String> {
     out
 }
 
-fn plan_with(
+/// The decisions and patch for one object of any kind that holds a pod template.
+pub fn plan(
     policy: &Policy,
     object: &Value,
     namespace: Option<&str>,
@@ -263,11 +254,7 @@ impl PodTemplate {
     }
 }
 
-pub fn evaluate(policy: &Policy, item: &Item) -> ObjectResult {
-    evaluate_with(policy, item, Options::default())
-}
-
-fn evaluate_with(policy: &Policy, item: &Item, opts: Options<'_>) -> ObjectResult {
+pub fn evaluate(policy: &Policy, item: &Item, opts: Options<'_>) -> ObjectResult {
     let object = &item.object;
     let meta = |k: &str| {
         object
@@ -293,7 +280,7 @@ fn evaluate_with(policy: &Policy, item: &Item, opts: Options<'_>) -> ObjectResul
         result.error = Some("not a Kubernetes object".into());
         return result;
     }
-    match plan_with(
+    match plan(
         policy,
         object,
         item.namespace.as_deref(),
@@ -318,25 +305,14 @@ fn evaluate_with(policy: &Policy, item: &Item, opts: Options<'_>) -> ObjectResul
     result
 }
 
-pub fn evaluate_all(policy: &Policy, items: &[Item]) -> Report {
-    evaluate_all_with(policy, items, Options::default())
-}
-
-pub fn evaluate_all_with(policy: &Policy, items: &[Item], opts: Options<'_>) -> Report {
+pub fn evaluate_all(policy: &Policy, items: &[Item], opts: Options<'_>) -> Report {
     Report {
-        results: items
-            .iter()
-            .map(|i| evaluate_with(policy, i, opts))
-            .collect(),
+        results: items.iter().map(|i| evaluate(policy, i, opts)).collect(),
     }
 }
 
 /// Explains single references; a namespace that the policy excludes is honoured.
-pub fn explain(policy: &Policy, images: &[String], namespace: Option<&str>) -> Report {
-    explain_with(policy, images, namespace, None)
-}
-
-pub fn explain_with(
+pub fn explain(
     policy: &Policy,
     images: &[String],
     namespace: Option<&str>,
@@ -345,7 +321,7 @@ pub fn explain_with(
     let decisions = images
         .iter()
         .map(|image| {
-            let mut decision = decide_with(policy, image, verdicts.and_then(|v| v.get(image)));
+            let mut decision = decide(policy, image, verdicts.and_then(|v| v.get(image)));
             if let Some(ns) = namespace.filter(|ns| policy.excludes_namespace(ns)) {
                 decision.result = Some(image.clone()).filter(|_| decision.error.is_none());
                 decision.rule = None;

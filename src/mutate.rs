@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::policy::{KciMode, Policy};
-use crate::rewrite::{decide_with, Decision};
+use crate::rewrite::{decide, Decision};
 
 pub const SKIP_LABEL: &str = "image-mirror-webhook.io/skip";
 pub const ORIGINAL_IMAGES: &str = "image-mirror-webhook.io/original-images";
@@ -431,7 +431,7 @@ fn decide_template(
         let verdict = extras.verdicts.and_then(|v| v.get(f.image));
         let decision = decided
             .entry(f.image)
-            .or_insert_with(|| Arc::new(decide_with(policy, f.image, verdict)))
+            .or_insert_with(|| Arc::new(decide(policy, f.image, verdict)))
             .clone();
         if verdict.is_some_and(|v| v.chosen.is_none() && !v.tried.is_empty()) {
             m.warn(format!(

@@ -51,13 +51,9 @@ impl Decision {
     }
 }
 
-/// Decides where one image is pulled from: the first endpoint of its mirror.
-pub fn decide(policy: &Policy, image: &str) -> Decision {
-    decide_with(policy, image, None)
-}
-
-/// Decides with what `verify` found: the endpoint that has the image, or the original when none has.
-pub fn decide_with(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Decision {
+/// Decides where one image is pulled from: the first endpoint of its mirror, or with `verify` the
+/// first that has it (`verdict`), or the original when none has.
+pub fn decide(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Decision {
     let mut d = decide_inner(policy, image, verdict);
     if let Some(v) = verdict {
         d.tried = v.tried.clone();

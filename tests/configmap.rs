@@ -31,7 +31,7 @@ fn current(state: &State) -> Option<String> {
     state
         .policy
         .current()
-        .and_then(|p| decide(&p, "nginx").result)
+        .and_then(|p| decide(&p, "nginx", None).result)
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {

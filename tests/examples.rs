@@ -66,7 +66,7 @@ fn examples_produce_what_they_promise() {
         let objects_file = case["objects"].as_str().unwrap();
         let policy = Policy::load(&data(policy_file)).unwrap().policy;
         let items = dryrun::read_objects(&data(objects_file)).unwrap();
-        let report = dryrun::evaluate_all(&policy, &items);
+        let report = dryrun::evaluate_all(&policy, &items, dryrun::Options::default());
         let ctx = format!("{policy_file} on {objects_file}");
         for (name, want) in case["expect"].as_object().unwrap() {
             let result = report
@@ -109,6 +109,7 @@ fn examples_produce_what_they_promise() {
                     operation: Operation::Create,
                     skip: None,
                 },
+                dryrun::Options::default(),
             );
             assert_eq!(
                 again.patch.map(|p| p.0.len()),
@@ -135,7 +136,7 @@ fn objects_without_a_pod_template_are_reported_not_dropped() {
         .unwrap()
         .policy;
     let items = dryrun::read_objects(&data("examples/rancher-registry-credential.yaml")).unwrap();
-    let report = dryrun::evaluate_all(&policy, &items);
+    let report = dryrun::evaluate_all(&policy, &items, dryrun::Options::default());
     assert_eq!(report.results.len(), 2);
     let secret = &report.results[0];
     assert_eq!(secret.kind.as_deref(), Some("Secret"));

@@ -30,7 +30,7 @@ fn policy() -> Policy {
 }
 
 fn patch_of(object: &Value, op: Operation) -> Value {
-    let m = dryrun::plan(&policy(), object, None, &op).unwrap();
+    let m = dryrun::plan(&policy(), object, None, &op, dryrun::Options::default()).unwrap();
     serde_json::to_value(&m.patch).unwrap()
 }
 
@@ -181,6 +181,7 @@ fn excluded_namespaces_and_skip_label_leave_the_pod_alone() {
         &pod("kube-system", json!({})),
         None,
         &Operation::Create,
+        dryrun::Options::default(),
     )
     .unwrap();
     assert!(m.decisions[0].decision.reason.contains("kube-system"));
@@ -189,7 +190,14 @@ fn excluded_namespaces_and_skip_label_leave_the_pod_alone() {
 #[test]
 fn the_request_namespace_applies_when_the_object_has_none() {
     let pod = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
-    let m = dryrun::plan(&policy(), &pod, Some("kube-system"), &Operation::Create).unwrap();
+    let m = dryrun::plan(
+        &policy(),
+        &pod,
+        Some("kube-system"),
+        &Operation::Create,
+        dryrun::Options::default(),
+    )
+    .unwrap();
     assert!(m.is_empty());
 }
 
@@ -198,7 +206,14 @@ fn invalid_images_are_left_with_a_warning() {
     let pod = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [
         {"name": "c", "image": "NGINX:latest"}, {"name": "d", "image": ""}, {"name": "e"}
     ]}});
-    let m = dryrun::plan(&policy(), &pod, None, &Operation::Create).unwrap();
+    let m = dryrun::plan(
+        &policy(),
+        &pod,
+        None,
+        &Operation::Create,
+        dryrun::Options::default(),
+    )
+    .unwrap();
     assert!(m.is_empty());
     assert_eq!(m.decisions.len(), 1);
     assert!(
@@ -212,7 +227,14 @@ fn invalid_images_are_left_with_a_warning() {
 fn warnings_are_short_and_can_be_turned_off() {
     let long = format!("team/{}:1", "a".repeat(200));
     let pod = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": long}]}});
-    let m = dryrun::plan(&policy(), &pod, None, &Operation::Create).unwrap();
+    let m = dryrun::plan(
+        &policy(),
+        &pod,
+        None,
+        &Operation::Create,
+        dryrun::Options::default(),
+    )
+    .unwrap();
     assert_eq!(m.warnings.len(), 1);
     assert!(m.warnings[0].len() <= 120);
     let quiet = Policy::load(&format!(
@@ -220,7 +242,14 @@ fn warnings_are_short_and_can_be_turned_off() {
     ))
     .unwrap()
     .policy;
-    let m = dryrun::plan(&quiet, &pod, None, &Operation::Create).unwrap();
+    let m = dryrun::plan(
+        &quiet,
+        &pod,
+        None,
+        &Operation::Create,
+        dryrun::Options::default(),
+    )
+    .unwrap();
     assert!(m.warnings.is_empty());
     assert!(m.annotations.is_empty());
     assert_eq!(m.patch.0.len(), 2, "image and pull secret only");
@@ -234,7 +263,14 @@ fn original_images_merge_with_an_earlier_pass() {
             {"name": "app", "image": "mirror.example.com:5000/library/nginx"},
             {"name": "sidecar", "image": "envoyproxy/envoy:v1"}
         ], "imagePullSecrets": [{"name": "mirror-cred"}]}});
-    let m = dryrun::plan(&policy(), &pod, None, &Operation::Create).unwrap();
+    let m = dryrun::plan(
+        &policy(),
+        &pod,
+        None,
+        &Operation::Create,
+        dryrun::Options::default(),
+    )
+    .unwrap();
     assert_eq!(
         m.annotations["image-mirror-webhook.io/original-images"],
         "{\"containers/app\":\"nginx\",\"containers/sidecar\":\"envoyproxy/envoy:v1\"}"
@@ -253,7 +289,14 @@ fn kci_annotations_merge_with_what_the_pod_says() {
             "k8s.ksyun.com/kci-http-registry": "192.168.1.5:5000, other:80",
             "k8s.ksyun.com/kci-dns-config": "{\"nameservers\":[\"8.8.8.8\"]}"}},
         "spec": {"containers": [{"name": "c", "image": "quay.io/a/b"}, {"name": "d", "image": "quay.io/a/c"}]}});
-    let m = dryrun::plan(&p, &pod, None, &Operation::Create).unwrap();
+    let m = dryrun::plan(
+        &p,
+        &pod,
+        None,
+        &Operation::Create,
+        dryrun::Options::default(),
+    )
+    .unwrap();
     assert_eq!(
         m.annotations["k8s.ksyun.com/kci-http-registry"],
         "192.168.1.5:5000,other:80,quay-mirror.local:5000"
@@ -268,11 +311,25 @@ fn kci_annotations_merge_with_what_the_pod_says() {
     let tolerating = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {
         "containers": [{"name": "c", "image": "quay.io/a/b"}],
         "tolerations": [{"key": "rbkci-virtual-kubelet.io/provider"}]}});
-    let m = dryrun::plan(&never, &tolerating, None, &Operation::Create).unwrap();
+    let m = dryrun::plan(
+        &never,
+        &tolerating,
+        None,
+        &Operation::Create,
+        dryrun::Options::default(),
+    )
+    .unwrap();
     assert!(!m
         .annotations
         .contains_key("k8s.ksyun.com/kci-http-registry"));
-    let m = dryrun::plan(&policy(), &tolerating, None, &Operation::Create).unwrap();
+    let m = dryrun::plan(
+        &policy(),
+        &tolerating,
+        None,
+        &Operation::Create,
+        dryrun::Options::default(),
+    )
+    .unwrap();
     assert_eq!(
         m.annotations["k8s.ksyun.com/kci-http-registry"],
         "quay-mirror.local:5000"
@@ -289,7 +346,14 @@ fn unreadable_templates_are_an_error_not_a_panic() {
         json!({"kind": "Service"}),
     ] {
         assert!(
-            dryrun::plan(&policy(), &bad, None, &Operation::Create).is_err(),
+            dryrun::plan(
+                &policy(),
+                &bad,
+                None,
+                &Operation::Create,
+                dryrun::Options::default()
+            )
+            .is_err(),
             "{bad}"
         );
     }

@@ -164,12 +164,25 @@ fn check(policy_text: &str, pod: &Value) -> Result<(Value, Value), TestCaseError
     let policy = Policy::load(policy_text)
         .map_err(|e| TestCaseError::fail(format!("{e}")))?
         .policy;
-    let m = dryrun::plan(&policy, pod, None, &Operation::Create).map_err(TestCaseError::fail)?;
+    let m = dryrun::plan(
+        &policy,
+        pod,
+        None,
+        &Operation::Create,
+        dryrun::Options::default(),
+    )
+    .map_err(TestCaseError::fail)?;
     let mut after = pod.clone();
     json_patch::patch(&mut after, &m.patch)
         .map_err(|e| TestCaseError::fail(format!("patch does not apply: {e}")))?;
-    let again =
-        dryrun::plan(&policy, &after, None, &Operation::Create).map_err(TestCaseError::fail)?;
+    let again = dryrun::plan(
+        &policy,
+        &after,
+        None,
+        &Operation::Create,
+        dryrun::Options::default(),
+    )
+    .map_err(TestCaseError::fail)?;
     prop_assert!(
         again.is_empty(),
         "second pass patched: {:?}",

@@ -20,7 +20,7 @@ fn policy(text: &str) -> Policy {
 fn table(p: &Policy, rows: &[(&str, &str, Option<&str>)]) {
     let mut failures = Vec::new();
     for (image, want, rule) in rows {
-        let d = decide(p, image);
+        let d = decide(p, image, None);
         let got = d.result.clone().unwrap_or_else(|| "<invalid>".into());
         if got != *want || d.rule.as_deref() != *rule {
             failures.push(format!(
@@ -29,7 +29,7 @@ fn table(p: &Policy, rows: &[(&str, &str, Option<&str>)]) {
             ));
         }
         if d.changed() {
-            let again = decide(p, &got);
+            let again = decide(p, &got, None);
             if again.changed() {
                 failures.push(format!(
                     "{image}: second pass changed {got} to {:?}",
@@ -168,7 +168,7 @@ mirrors:
             ("foo_bar.com/app", "foo_bar.com/app", None),
         ],
     );
-    let invalid = decide(&p, "Nginx:1");
+    let invalid = decide(&p, "Nginx:1", None);
     assert_eq!(invalid.result, None);
     assert!(invalid
         .error
@@ -394,7 +394,7 @@ exclude:
             ("nginx", "mirror.example.com/library/nginx", all),
         ],
     );
-    let d = decide(&p, "busybox");
+    let d = decide(&p, "busybox", None);
     assert!(d.reason.contains("exclude.images[0]"), "{}", d.reason);
 }
 
@@ -409,7 +409,7 @@ mirrors:
       "^library/(.*)": "Upper/$1"
 "#,
     );
-    let d = decide(&p, "nginx:1");
+    let d = decide(&p, "nginx:1", None);
     assert!(!d.changed(), "{d:?}");
     assert!(d.reason.contains("invalid"), "{}", d.reason);
 }

@@ -42,7 +42,7 @@ fn http(r: &FakeRegistry) -> String {
 
 async fn result(c: &Checker, p: &Arc<Policy>, image: &str) -> (Option<String>, Vec<String>) {
     let verdicts = c.verify(p, &[image.to_owned()]).await;
-    let report = dryrun::explain_with(p, &[image.to_owned()], None, Some(&verdicts));
+    let report = dryrun::explain(p, &[image.to_owned()], None, Some(&verdicts));
     let d = &report.results[0].decisions[0].decision;
     let tried = d
         .tried
@@ -234,7 +234,7 @@ async fn a_pod_whose_images_no_mirror_has_gets_a_warning_and_keeps_them() {
         verdicts: Some(&verdicts),
         ..dryrun::Options::default()
     };
-    let report = dryrun::evaluate_all_with(&p, &items, opts);
+    let report = dryrun::evaluate_all(&p, &items, opts);
     let r = &report.results[0];
     let after = r.object.as_ref().unwrap();
     assert_eq!(

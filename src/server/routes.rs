@@ -131,7 +131,7 @@ async fn dry_run_objects(
                 verdicts: verdicts.as_ref(),
                 pull_secrets: state.pull_secrets.is_some(),
             };
-            Json(dryrun::evaluate_all_with(&policy, &items, opts)).into_response()
+            Json(dryrun::evaluate_all(&policy, &items, opts)).into_response()
         }
         Err(e) => bad_request(e.to_string()),
     }
@@ -159,7 +159,7 @@ async fn dry_run_image(Extract(state): Extract<Arc<State>>, RawQuery(query): Raw
     }
     state.metrics.dry_runs.inc();
     let verdicts = state.checker.verdicts(&policy, &images).await;
-    Json(dryrun::explain_with(
+    Json(dryrun::explain(
         &policy,
         &images,
         namespace.as_deref(),
