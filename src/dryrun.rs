@@ -185,20 +185,32 @@ pub struct Options<'a> {
     pub pull_secrets: bool,
 }
 
-fn template_of(object: &Value) -> Result<(&'static [&'static str], PodTemplate), String> {
+/// Why an object has no pod template to decide.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("kind {0} holds no pod template; nothing to do")]
+    NoTemplate(String),
+    #[error("{kind} has no {at}")]
+    Missing { kind: String, at: String },
+    #[error("unreadable pod template: {0}")]
+    Unreadable(#[source] serde_json::Error),
+}
+
+fn template_of(object: &Value) -> Result<(&'static [&'static str], PodTemplate), TemplateError> {
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("Pod");
-    let base = mutate::template_path(kind)
-        .ok_or_else(|| format!("kind {kind} holds no pod template; nothing to do"))?;
+    let base =
+        mutate::template_path(kind).ok_or_else(|| TemplateError::NoTemplate(kind.to_owned()))?;
     let at = if base.is_empty() {
         String::new()
     } else {
         format!("/{}", base.join("/"))
     };
-    let template_value = object
-        .pointer(&at)
-        .ok_or_else(|| format!("{kind} has no {at}"))?;
-    let template = PodTemplate::deserialize_from(template_value)
-        .map_err(|e| format!("unreadable pod template: {e}"))?;
+    let template_value = object.pointer(&at).ok_or_else(|| TemplateError::Missing {
+        kind: kind.to_owned(),
+        at: at.clone(),
+    })?;
+    let template =
+        PodTemplate::deserialize_from(template_value).map_err(TemplateError::Unreadable)?;
     Ok((base, template))
 }
 
@@ -224,7 +236,7 @@ pub fn plan(
     namespace: Option<&str>,
     op: &Operation,
     opts: Options<'_>,
-) -> Result<Mutation, String> {
+) -> Result<Mutation, TemplateError> {
     let (base, template) = template_of(object)?;
     let ns = object_namespace(object, namespace);
     let extras = mutate::Extras {
@@ -300,7 +312,7 @@ pub fn evaluate(policy: &Policy, item: &Item, opts: Options<'_>) -> ObjectResult
             result.annotations = Some(m.annotations);
             result.warnings = Some(m.warnings);
         }
-        Err(e) => result.warnings = Some(vec![e]),
+        Err(e) => result.warnings = Some(vec![e.to_string()]),
     }
     result
 }

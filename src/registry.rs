@@ -235,7 +235,7 @@ impl Inner {
     }
 
     /// A client with the TLS settings `configs` has for `host`.
-    fn client(&self, policy: &Policy, host: &str) -> Result<reqwest::Client, String> {
+    fn client(&self, policy: &Policy, host: &str) -> Result<reqwest::Client, ClientError> {
         if let Some(c) = lock(&self.clients).get(host) {
             return Ok(c.clone());
         }
@@ -245,27 +245,26 @@ impl Inner {
         if let Some(cfg) = policy.config_for(host) {
             let tls = &cfg.tls;
             if let Some(ca) = &tls.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| format!("cannot read CA {ca}: {e}"))?;
-                for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| format!("CA {ca}: {e}"))?
-                {
+                let pem = read_file(ca)?;
+                for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                    ClientError::Ca {
+                        path: ca.clone(),
+                        source,
+                    }
+                })? {
                     b = b.add_root_certificate(cert);
                 }
             }
             if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-                let mut pem =
-                    std::fs::read(cert).map_err(|e| format!("cannot read {cert}: {e}"))?;
-                pem.extend(std::fs::read(key).map_err(|e| format!("cannot read {key}: {e}"))?);
-                b = b.identity(
-                    reqwest::Identity::from_pem(&pem)
-                        .map_err(|e| format!("client certificate: {e}"))?,
-                );
+                let mut pem = read_file(cert)?;
+                pem.extend(read_file(key)?);
+                b = b.identity(reqwest::Identity::from_pem(&pem).map_err(ClientError::Identity)?);
             }
             if tls.insecure_skip_verify {
                 b = b.danger_accept_invalid_certs(true);
             }
         }
-        let client = b.build().map_err(|e| e.to_string())?;
+        let client = b.build().map_err(ClientError::Build)?;
         lock(&self.clients).insert(host.to_owned(), client.clone());
         Ok(client)
     }
@@ -309,7 +308,7 @@ impl Inner {
         let started = Instant::now();
         let answer = match self.client(policy, host) {
             Ok(client) => head_manifest(&client, url, || self.credentials(policy, host)).await,
-            Err(e) => Presence::error(e),
+            Err(e) => Presence::error(e.to_string()),
         };
         (self.observe)(answer.label(), started.elapsed());
         answer
@@ -387,7 +386,7 @@ where
             Some((scheme, params)) if scheme.eq_ignore_ascii_case("bearer") => {
                 match bearer_token(client, url, params, creds).await {
                     Ok(token) => format!("Bearer {token}"),
-                    Err(reason) => return Presence::error(reason),
+                    Err(reason) => return Presence::error(reason.to_string()),
                 }
             }
             Some((scheme, _)) if scheme.eq_ignore_ascii_case("basic") => match creds {
@@ -460,13 +459,60 @@ fn transport_reason(e: &reqwest::Error) -> String {
     }
 }
 
+/// Why no client could be made for a registry's TLS settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CA {path}: {source}")]
+    Ca {
+        path: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("client certificate: {0}")]
+    Identity(#[source] reqwest::Error),
+    #[error("{0}")]
+    Build(#[source] reqwest::Error),
+}
+
+fn read_file(path: &str) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|source| ClientError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Why the token flow gave no token; each says what the dry-run shows for the endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("unauthorized: bearer challenge without a realm")]
+    NoRealm,
+    #[error("unauthorized: the token service is plain HTTP for a registry reached over HTTPS; the credentials are not sent there")]
+    ClearText,
+    #[error("token: {0}")]
+    Transport(String),
+    #[error("unauthorized: the token service answered {0}")]
+    Status(u16),
+    #[error("token: {0}")]
+    Body(String),
+    #[error("token: unreadable answer")]
+    Unreadable(#[source] serde_json::Error),
+    #[error("token: no token in the answer")]
+    Missing,
+}
+
 /// The token flow of the distribution spec: GET realm?service&scope, with Basic credentials if any.
 async fn bearer_token(
     client: &reqwest::Client,
     registry_url: &str,
     params: &str,
     creds: Option<&str>,
-) -> Result<String, String> {
+) -> Result<String, TokenError> {
     let mut fields: HashMap<String, String> = HashMap::new();
     for part in split_params(params) {
         if let Some((k, v)) = part.split_once('=') {
@@ -476,9 +522,7 @@ async fn bearer_token(
             );
         }
     }
-    let realm = fields
-        .get("realm")
-        .ok_or("unauthorized: bearer challenge without a realm")?;
+    let realm = fields.get("realm").ok_or(TokenError::NoRealm)?;
     let mut query: Vec<(&str, &str)> = Vec::new();
     if let Some(s) = fields.get("service") {
         query.push(("service", s));
@@ -488,11 +532,7 @@ async fn bearer_token(
     }
     let mut req = client.get(realm.as_str()).query(&query);
     if creds.is_some() && !may_send_credentials(registry_url, realm) {
-        return Err(
-            "unauthorized: the token service is plain HTTP for a registry reached over \
-HTTPS; the credentials are not sent there"
-                .into(),
-        );
+        return Err(TokenError::ClearText);
     }
     if let Some(c) = creds {
         req = req.header(reqwest::header::AUTHORIZATION, basic_header(c));
@@ -500,27 +540,23 @@ HTTPS; the credentials are not sent there"
     let resp = req
         .send()
         .await
-        .map_err(|e| format!("token: {}", transport_reason(&e)))?;
+        .map_err(|e| TokenError::Transport(transport_reason(&e)))?;
     if !resp.status().is_success() {
-        return Err(format!(
-            "unauthorized: the token service answered {}",
-            resp.status().as_u16()
-        ));
+        return Err(TokenError::Status(resp.status().as_u16()));
     }
     let body = read_capped(resp, MAX_REGISTRY_BODY)
         .await
-        .map_err(|why| format!("token: {why}"))?;
+        .map_err(TokenError::Body)?;
     #[derive(serde::Deserialize)]
     struct TokenAnswer {
         token: Option<String>,
         access_token: Option<String>,
     }
-    let answer: TokenAnswer =
-        serde_json::from_slice(&body).map_err(|_| "token: unreadable answer".to_owned())?;
+    let answer: TokenAnswer = serde_json::from_slice(&body).map_err(TokenError::Unreadable)?;
     answer
         .token
         .or(answer.access_token)
-        .ok_or_else(|| "token: no token in the answer".to_owned())
+        .ok_or(TokenError::Missing)
 }
 
 /// Reads a body of at most `max` bytes; a larger one is refused as soon as it shows.

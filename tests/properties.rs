@@ -171,7 +171,7 @@ fn check(policy_text: &str, pod: &Value) -> Result<(Value, Value), TestCaseError
         &Operation::Create,
         dryrun::Options::default(),
     )
-    .map_err(TestCaseError::fail)?;
+    .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let mut after = pod.clone();
     json_patch::patch(&mut after, &m.patch)
         .map_err(|e| TestCaseError::fail(format!("patch does not apply: {e}")))?;
@@ -182,7 +182,7 @@ fn check(policy_text: &str, pod: &Value) -> Result<(Value, Value), TestCaseError
         &Operation::Create,
         dryrun::Options::default(),
     )
-    .map_err(TestCaseError::fail)?;
+    .map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert!(
         again.is_empty(),
         "second pass patched: {:?}",

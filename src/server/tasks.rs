@@ -30,7 +30,7 @@ pub(super) fn watch_policy_file(
                     // A refusal is logged and counted by the store; the last good policy stays.
                     let _ = store.apply(&origin, text).await;
                 }
-                Err(e) => store.refuse(&origin, &e),
+                Err(e) => store.refuse(&origin, &e.to_string()),
             }
         }
     })

@@ -28,8 +28,8 @@ pub enum TlsError {
     Config(String),
     #[error("client CA: {0}")]
     ClientCa(String),
-    #[error("{0}")]
-    Unreadable(String),
+    #[error(transparent)]
+    Unreadable(#[from] crate::source::file::ReadError),
 }
 
 /// Parses a PEM certificate chain and key into what rustls serves; refuses a pair that disagrees.

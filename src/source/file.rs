@@ -5,6 +5,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// A watched file that could not be read; compared by value, so one error is reported once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot read {}: {reason}", path.display())]
+pub struct ReadError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
 /// Reads `paths` every `interval` and calls `on_change` with their contents whenever they differ
 /// from what was last seen (at first: `loaded`, what the caller already acted on), or with the
 /// error when they cannot be read (once per new error). Runs until the task is dropped.
@@ -14,10 +22,10 @@ pub async fn watch<F, Fut>(
     interval: Duration,
     mut on_change: F,
 ) where
-    F: FnMut(Result<Vec<Vec<u8>>, String>) -> Fut + Send,
+    F: FnMut(Result<Vec<Vec<u8>>, ReadError>) -> Fut + Send,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let mut last: Option<Result<Vec<Vec<u8>>, String>> = Some(Ok(loaded));
+    let mut last: Option<Result<Vec<Vec<u8>>, ReadError>> = Some(Ok(loaded));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -28,7 +36,10 @@ pub async fn watch<F, Fut>(
             match tokio::fs::read(p).await {
                 Ok(bytes) => read.push(bytes),
                 Err(e) => {
-                    failed = Some(format!("cannot read {}: {e}", p.display()));
+                    failed = Some(ReadError {
+                        path: p.clone(),
+                        reason: e.to_string(),
+                    });
                     break;
                 }
             }

@@ -21,6 +21,15 @@ pub enum Reload<'a> {
 
 pub type Observer = Box<dyn Fn(Reload<'_>) + Send + Sync>;
 
+/// Why a policy text is not in force.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Rejected(#[from] crate::policy::Rejected),
+    #[error("the policy load did not finish: {0}")]
+    Interrupted(#[source] tokio::task::JoinError),
+}
+
 pub struct PolicyStore {
     current: ArcSwapOption<Policy>,
     max_bytes: usize,
@@ -52,16 +61,16 @@ impl PolicyStore {
 
     /// Loads `text` and swaps it in, or keeps the last good policy. Gives the number of
     /// warnings, or why the text was refused.
-    pub async fn apply(&self, origin: &str, text: String) -> Result<usize, String> {
+    pub async fn apply(&self, origin: &str, text: String) -> Result<usize, LoadError> {
         let max = self.max_bytes;
         let loaded = tokio::task::spawn_blocking(move || Policy::load_limited(&text, max))
             .await
-            .map_err(|e| format!("the policy load did not finish: {e}"))
-            .and_then(|r| r.map_err(|rejected| rejected.to_string()));
+            .map_err(LoadError::Interrupted)
+            .and_then(|r| r.map_err(LoadError::from));
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(why) => {
-                self.refuse(origin, &why);
+                self.refuse(origin, &why.to_string());
                 return Err(why);
             }
         };
