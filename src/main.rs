@@ -1,3 +1,5 @@
+//! The binary: the allocator, then the command line (`cli`).
+
 use std::process::ExitCode;
 
 /// jemalloc gives freed memory back to the system (its background thread purges pages unused for

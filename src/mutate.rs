@@ -372,19 +372,6 @@ pub fn mutate(
     op: &Operation,
     extras: Extras<'_>,
 ) -> Mutation {
-    let mut m = decide_template(policy, template, base, namespace, op, extras);
-    m.close_warnings();
-    m
-}
-
-fn decide_template(
-    policy: &Policy,
-    template: &PodTemplate,
-    base: &[&str],
-    namespace: &str,
-    op: &Operation,
-    extras: Extras<'_>,
-) -> Mutation {
     let mut m = Mutation::default();
     let meta = template.metadata.as_ref();
     let fields = image_fields(&template.spec, op);
@@ -487,6 +474,7 @@ fn decide_template(
                 "pull secret {s} is needed but cannot be added to a running pod"
             ));
         }
+        m.close_warnings();
         return m;
     }
 
@@ -525,6 +513,7 @@ fn decide_template(
         secrets.push(name);
     }
     add_pull_secrets(&mut m, base, &template.spec, secrets);
+    m.close_warnings();
     m
 }
 
