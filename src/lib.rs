@@ -1,8 +1,11 @@
 //! image-mirror-webhook: one cluster-wide image mirror policy, applied at admission.
 //!
 //! The core is pure: `reference` parses image references, `policy` loads and compiles the policy,
-//! `rewrite` decides one image, `mutate` turns a pod template into decisions and a JSON patch, and
-//! `dryrun` evaluates whole objects. The commands in `cli` are thin edges around it.
+//! `rewrite` decides one image, `mutate` turns a pod template into decisions and a JSON patch,
+//! `admission` reads and answers reviews, and `dryrun` evaluates whole objects (with `yaml`,
+//! `verdict`, `dockerconfig`, `names` and `sync` beside them). The edges do the I/O: `registry`
+//! (verify), `secrets`, `source` (where the policy comes from), `server` and the commands in `cli`.
+//! tests/layering.rs keeps it so.
 
 pub mod admission;
 pub mod cli;
