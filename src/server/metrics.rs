@@ -23,6 +23,16 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HashLabel {
+    pub hash: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
 }
@@ -42,6 +52,10 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub connections_refused: Counter,
     pub requests_refused: Family<ReasonLabel, Counter>,
+    pub verify_fallbacks: Counter,
+    pub certificate_expiry: Family<SourceLabel, Gauge>,
+    pub policy_info: Family<HashLabel, Gauge>,
+    pub policy_last_success: Gauge,
 }
 
 impl Default for Metrics {
@@ -122,6 +136,30 @@ impl Default for Metrics {
             "Requests refused before they were read, by reason (too_large, body_timeout, busy)",
             requests_refused.clone(),
         );
+        let verify_fallbacks = Counter::default();
+        registry.register(
+            "verify_fallbacks",
+            "Images that verify found on no mirror endpoint, so their original reference stayed",
+            verify_fallbacks.clone(),
+        );
+        let certificate_expiry = Family::<SourceLabel, Gauge>::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the serving certificate expires (Unix time), by where it comes from (files, secret, development)",
+            certificate_expiry.clone(),
+        );
+        let policy_info = Family::<HashLabel, Gauge>::default();
+        registry.register(
+            "policy_info",
+            "The policy in force: 1 for the hash of its text (the first 16 hex digits of its SHA-256)",
+            policy_info.clone(),
+        );
+        let policy_last_success = Gauge::default();
+        registry.register(
+            "policy_last_reload_success_timestamp_seconds",
+            "When the policy in force was loaded (Unix time)",
+            policy_last_success.clone(),
+        );
         Metrics {
             registry,
             reviews,
@@ -137,6 +175,10 @@ impl Default for Metrics {
             open_connections,
             connections_refused,
             requests_refused,
+            verify_fallbacks,
+            certificate_expiry,
+            policy_info,
+            policy_last_success,
         }
     }
 }
@@ -158,6 +200,55 @@ impl Metrics {
             .inc();
     }
 
+    /// The classic Prometheus text format: as OpenMetrics, but a counter's HELP and TYPE name its
+    /// `_total` samples, and no `# EOF`.
+    pub fn encode_classic(&self) -> String {
+        let open = self.encode();
+        let counters: std::collections::HashSet<&str> = open
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(open.len());
+        for line in open.lines() {
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+                let rest = line.strip_prefix(prefix)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters
+                    .contains(name)
+                    .then(|| format!("{prefix}{name}_total {tail}"))
+            });
+            match (renamed, line) {
+                (_, "# EOF") => continue,
+                (Some(l), _) => out.push_str(&l),
+                (None, l) if l.starts_with("# UNIT ") => continue,
+                (None, l) => out.push_str(l),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The serving certificate now served, from `source`: its expiry.
+    pub fn certificate(&self, source: &str, cert_pem: &[u8]) {
+        if let Ok((not_after, _)) = super::tls::inspect(cert_pem) {
+            self.certificate_expiry
+                .get_or_create(&SourceLabel {
+                    source: source.into(),
+                })
+                .set(unix_seconds(not_after));
+        }
+    }
+
+    /// A policy is in force: its hash, and now.
+    pub fn policy_loaded(&self, hash: &str) {
+        self.policy_info.clear();
+        self.policy_info
+            .get_or_create(&HashLabel { hash: hash.into() })
+            .set(1);
+        self.policy_last_success
+            .set(unix_seconds(std::time::SystemTime::now()));
+    }
+
     pub fn reload(family: &Family<ResultLabel, Counter>, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         family
@@ -166,4 +257,9 @@ impl Metrics {
             })
             .inc();
     }
+}
+
+fn unix_seconds(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

@@ -206,16 +206,26 @@ async fn start_tls(
         }
         _ => None,
     };
-    let (cert_pem, key_pem) = match (&args.tls_cert, &args.tls_key, &self_managed) {
+    let (source, (cert_pem, key_pem)) = match (&args.tls_cert, &args.tls_key, &self_managed) {
         (Some(c), Some(k), _) => (
-            std::fs::read(c).with_context(|| format!("cannot read {}", c.display()))?,
-            std::fs::read(k).with_context(|| format!("cannot read {}", k.display()))?,
+            "files",
+            (
+                std::fs::read(c).with_context(|| format!("cannot read {}", c.display()))?,
+                std::fs::read(k).with_context(|| format!("cannot read {}", k.display()))?,
+            ),
         ),
-        (_, _, Some((_, _, m))) => (m.cert.clone().into_bytes(), m.key.clone().into_bytes()),
-        _ => dev_certificate(&args.dev_cert_dir, args.listen.port())?,
+        (_, _, Some((_, _, m))) => (
+            "secret",
+            (m.cert.clone().into_bytes(), m.key.clone().into_bytes()),
+        ),
+        _ => (
+            "development",
+            dev_certificate(&args.dev_cert_dir, args.listen.port())?,
+        ),
     };
     let key = tls::certified_key(&cert_pem, &key_pem).context("cannot use the TLS certificate")?;
     Metrics::reload(&state.metrics.tls_reloads, true);
+    state.metrics.certificate(source, &cert_pem);
     let resolver = Arc::new(tls::Resolver::new(key));
     let client_ca = match &args.client_ca_file {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
@@ -226,15 +236,18 @@ async fn start_tls(
     let tls_config: conn::TlsConfig = Arc::new(ArcSwap::from_pointee(config));
 
     if let (Some(c), Some(k)) = (args.tls_cert.clone(), args.tls_key.clone()) {
-        let resolver = resolver.clone();
+        let (resolver, metrics) = (resolver.clone(), state.metrics.clone());
         tasks.spawn(watch_tls(
             "serving certificate",
             vec![c, k],
             vec![cert_pem, key_pem],
             args.reload_interval,
             state.metrics.clone(),
-            |files| tls::certified_key(&files[0], &files[1]),
-            move |key| resolver.swap(key),
+            |files| Ok((tls::certified_key(&files[0], &files[1])?, files[0].clone())),
+            move |(key, cert_pem)| {
+                resolver.swap(key);
+                metrics.certificate("files", &cert_pem);
+            },
         ));
     }
     if let (Some(path), Some(loaded)) = (args.client_ca_file.clone(), client_ca) {

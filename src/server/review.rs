@@ -8,6 +8,7 @@ use super::metrics::{OutcomeLabel, RuleLabel};
 use super::State;
 use crate::admission::{self, Answer, Outcome};
 use crate::mutate::Extras;
+use crate::verdict::Presence;
 
 /// One review: read it, check its images (`verify`), decide it, make the pull secrets it names,
 /// count and log it; the AdmissionReview to send back, whatever the body was.
@@ -55,6 +56,18 @@ pub async fn review(state: &State, body: &[u8]) -> Answer {
             outcome: answer.outcome.label().into(),
         })
         .inc();
+    // Images verify found on no endpoint: their original reference stayed.
+    let mut fell_back = std::collections::HashSet::new();
+    for d in &answer.mutation.decisions {
+        let d = &d.decision;
+        let found = d
+            .tried
+            .iter()
+            .any(|t| matches!(t.answer, Presence::Present { .. }));
+        if !d.tried.is_empty() && !found && fell_back.insert(d.image.as_str()) {
+            m.verify_fallbacks.inc();
+        }
+    }
     for d in answer.mutation.rewrites() {
         if let Some(rule) = &d.decision.rule {
             m.rewrites

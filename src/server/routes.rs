@@ -49,15 +49,24 @@ async fn readyz(Extract(state): Extract<Arc<State>>) -> Response {
     }
 }
 
-async fn metrics(Extract(state): Extract<Arc<State>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
+/// OpenMetrics to scrapers that ask for it (Prometheus does), the classic text format to others
+/// (curl, promtool).
+async fn metrics(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let (content_type, body) = match openmetrics {
+        true => (
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
+            state.metrics.encode(),
+        ),
+        false => (
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.metrics.encode_classic(),
+        ),
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 fn media_type(headers: &HeaderMap) -> String {

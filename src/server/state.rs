@@ -94,9 +94,10 @@ fn policy_observer(
     managed_pull_secrets: Arc<AtomicBool>,
 ) -> source::store::Observer {
     Box::new(move |reload| match reload {
-        Reload::Loaded(policy) => {
+        Reload::Loaded { policy, hash } => {
             checker.reset();
             Metrics::reload(&metrics.policy_reloads, true);
+            metrics.policy_loaded(hash);
             if let Some(line) =
                 policy.unused_credentials(managed_pull_secrets.load(Ordering::Relaxed))
             {

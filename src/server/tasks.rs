@@ -118,6 +118,7 @@ pub(super) async fn keep_certificate(
                         }
                     }
                     resolver.swap(key);
+                    state.metrics.certificate("secret", m.cert.as_bytes());
                     served = m;
                     Metrics::reload(&state.metrics.tls_reloads, true);
                     tracing::info!("serving the renewed certificate");

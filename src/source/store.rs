@@ -11,8 +11,8 @@ use crate::policy::{Policy, Severity, MAX_POLICY_BYTES};
 
 /// What happened to the policy, for the observer.
 pub enum Reload<'a> {
-    /// A new policy is in force.
-    Loaded(&'a Policy),
+    /// A new policy is in force; `hash` names its text (the first 16 hex digits of its SHA-256).
+    Loaded { policy: &'a Policy, hash: &'a str },
     /// A text, a file or the ConfigMap was refused; the last good policy stays.
     Refused,
     /// The source could not be read for a while (a watch error); it retries by itself.
@@ -20,6 +20,15 @@ pub enum Reload<'a> {
 }
 
 pub type Observer = Box<dyn Fn(Reload<'_>) + Send + Sync>;
+
+/// A short, stable name for a policy text, for the `policy_info` metric and the log.
+fn text_hash(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// Why a policy text is not in force.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +72,7 @@ impl PolicyStore {
     /// warnings, or why the text was refused.
     pub async fn apply(&self, origin: &str, text: String) -> Result<usize, LoadError> {
         let max = self.max_bytes;
+        let hash = text_hash(&text);
         let loaded = tokio::task::spawn_blocking(move || Policy::load_limited(&text, max))
             .await
             .map_err(LoadError::Interrupted)
@@ -87,7 +97,11 @@ impl PolicyStore {
             .filter(|d| d.severity == Severity::Warning)
             .count();
         let policy = Arc::new(loaded.policy);
-        (self.observer)(Reload::Loaded(&policy));
+        (self.observer)(Reload::Loaded {
+            policy: &policy,
+            hash: &hash,
+        });
+        tracing::info!(origin, hash, "policy in force");
         self.current.store(Some(policy));
         tracing::info!(origin, warnings, "policy loaded");
         Ok(warnings)
