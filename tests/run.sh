@@ -25,6 +25,8 @@ need openssl || apt_install openssl
 need docker-registry || apt_install docker-registry
 need skopeo || apt_install skopeo
 need htpasswd || apt_install apache2-utils
+# promtool checks the chart's alert rules and the metrics a real scrape shows (tests/chart/operations.py).
+need promtool || apt_install --no-install-recommends prometheus
 
 python3 tests/chart/lint.py
 # The Dockerfile's dependency layer, replayed without Docker (there is no engine here): its stub
@@ -39,5 +41,6 @@ cargo clippy --all-targets --locked -- -D warnings
 # The rendered chart, checked against the binary it deploys.
 cargo build --locked --quiet
 python3 tests/chart/render.py "${CARGO_TARGET_DIR:-target}/debug/image-mirror-webhook"
+python3 tests/chart/operations.py "${CARGO_TARGET_DIR:-target}/debug/image-mirror-webhook"
 # Library, binary and integration tests (there are no doc tests).
 cargo test --locked --lib --bins --tests

@@ -26,6 +26,12 @@ CASES = {
         "webhook": {"failClosed": True, "failurePolicy": "Fail"},
         "existingPolicyConfigMap": "my-policy",
     },
+    "ServiceMonitor, PrometheusRule, dashboard, client CA, NetworkPolicy": {
+        "metrics": {"serviceMonitor": {"enabled": True}, "dashboard": {"enabled": True},
+                    "prometheusRule": {"enabled": True, "runbookBaseUrl": "https://example.com/README.md"}},
+        "clientAuth": {"caCert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"},
+        "networkPolicy": {"enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]},
+    },
 }
 
 # Values the schema must refuse: each must make lint report an error.

@@ -55,3 +55,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ include "imw.fullname" . }}-client-ca
 {{- end -}}
 {{- end -}}
+
+{{/* An alert's labels and annotations: (dict "alert" "rule" "severity" "summary" "description"). */}}
+{{- define "imw.alertMeta" -}}
+labels:
+  severity: {{ .severity }}
+  {{- with .rule.alertLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+annotations:
+  summary: {{ .summary | quote }}
+  description: {{ .description | quote }}
+  {{- with .rule.runbookBaseUrl }}
+  runbook_url: {{ printf "%s#%s" . (lower $.alert) | quote }}
+  {{- end }}
+{{- end -}}

@@ -1,0 +1,219 @@
+"""Operations: the chart's ServiceMonitor, PrometheusRule and Grafana dashboard, checked against
+Prometheus's own tools and the real binary.
+
+- renders them with Helm's engine; `promtool check rules` on the rules and `promtool test rules`
+  on tests/chart/alerts.test.yml (each alert fires on a failing series, not on a healthy one);
+- starts `serve` (verify on, against a mirror on loopback that has some images, so others fall back),
+  sends reviews, reloads the policy (a good one, then a bad one) and scrapes /metrics: promtool's
+  metric linter passes, every metric the alerts and the dashboard query exists in the scrape, and
+  the README's metrics table names exactly what the binary exports;
+- the dashboard is a valid Grafana model: schema version, unique panel ids, a datasource variable
+  used by every panel; every alert has a runbook section in the README.
+
+    python3 tests/chart/operations.py PATH-TO-BINARY
+"""
+
+import http.server
+import json
+import pathlib
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import yaml
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import render as chart  # noqa: E402  (the same Helm binding and helpers)
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+JOB = chart.FULL
+failures = []
+
+
+def check(what, ok, got=None):
+    if not ok:
+        failures.append(what + (f" (got {got!r})" if got is not None else ""))
+
+
+def rendered():
+    values = {"metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+                          "dashboard": {"enabled": True}}}
+    docs = chart.render(values)
+    off = chart.render({})
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        check(f"no {kind} by default", chart.one(off, kind) is None)
+    check("no dashboard by default", chart.one(off, "ConfigMap", f"{JOB}-dashboard") is None)
+    return docs
+
+
+def service_monitor(docs):
+    sm, svc = chart.one(docs, "ServiceMonitor"), chart.one(docs, "Service")
+    if not (sm and svc):
+        return check("a ServiceMonitor and a Service", False)
+    labels = svc["metadata"]["labels"]
+    check("the ServiceMonitor selects the Service",
+          all(labels.get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items()))
+    ports = {p["name"] for p in svc["spec"]["ports"]}
+    endpoint = sm["spec"]["endpoints"][0]
+    check("it scrapes the admin port over HTTP", endpoint["port"] in ports and endpoint["scheme"] == "http"
+          and endpoint["path"] == "/metrics", endpoint)
+
+
+def rules(docs, work):
+    rule = chart.one(docs, "PrometheusRule")
+    if not rule:
+        check("a PrometheusRule", False)
+        return []
+    groups = rule["spec"]["groups"]
+    (work / "rules.yml").write_text(yaml.safe_dump({"groups": groups}))
+    r = subprocess.run(["promtool", "check", "rules", str(work / "rules.yml")], capture_output=True, text=True)
+    check("promtool check rules", r.returncode == 0, r.stdout + r.stderr)
+    shutil.copy(ROOT / "tests/chart/alerts.test.yml", work / "alerts.test.yml")
+    r = subprocess.run(["promtool", "test", "rules", "alerts.test.yml"], cwd=work, capture_output=True, text=True)
+    check("promtool test rules", r.returncode == 0, r.stdout + r.stderr)
+    alerts = [x for g in groups for x in g["rules"] if "alert" in x]
+    tested = (ROOT / "tests/chart/alerts.test.yml").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for a in alerts:
+        name = a["alert"]
+        check(f"{name}: summary and description", {"summary", "description"} <= set(a.get("annotations", {})))
+        check(f"{name}: a promtool test", f"alertname: {name}" in tested)
+        check(f"{name}: a runbook section in the README", f"#### {name}" in readme)
+    return [a["expr"] for a in alerts]
+
+
+def dashboard(docs):
+    cm = chart.one(docs, "ConfigMap", f"{JOB}-dashboard")
+    if not cm:
+        check("a dashboard ConfigMap", False)
+        return []
+    check("labelled for Grafana's sidecar", cm["metadata"]["labels"].get("grafana_dashboard") == "1")
+    model = json.loads(next(iter(cm["data"].values())))
+    check("a schema version", isinstance(model.get("schemaVersion"), int) and model["schemaVersion"] >= 30)
+    ids = [p["id"] for p in model["panels"]]
+    check("unique panel ids", len(ids) == len(set(ids)) and all(isinstance(i, int) for i in ids), ids)
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    check("a datasource variable", variables.get("datasource", {}).get("type") == "datasource")
+    exprs = []
+    for p in model["panels"]:
+        check(f"panel {p['title']} uses the datasource variable", p["datasource"]["uid"] == "${datasource}")
+        check(f"panel {p['title']} has queries", bool(p["targets"]))
+        exprs += [t["expr"] for t in p["targets"]]
+    return exprs
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Registry(http.server.BaseHTTPRequestHandler):
+    """A mirror that has rancher's images only: the rest fall back to their registries."""
+
+    def do_HEAD(self):  # noqa: N802 (the handler's naming)
+        self.send_response(200 if "/rancher/" in self.path else 404)
+        self.end_headers()
+
+    do_GET = do_HEAD
+
+    def log_message(self, *args):
+        pass
+
+
+def scrape(binary, work):
+    registry = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=registry.serve_forever, daemon=True).start()
+    mirror = f"http://127.0.0.1:{registry.server_address[1]}"
+    policy = work / "policy.yaml"
+    policy.write_text(f"mirrors:\n  docker.io:\n    endpoint: [\"{mirror}\"]\nverify:\n  enabled: true\n  timeout: 1s\n")
+    port, admin = free_port(), free_port()
+    proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
+                             "--dev-cert-dir", str(work), "--policy-file", str(policy), "--reload-interval", "100ms",
+                             "--max-body-bytes", "65536"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "w"))
+    try:
+        base = f"http://127.0.0.1:{admin}"
+        for _ in range(200):
+            try:
+                if urllib.request.urlopen(base + "/readyz", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        tls = ssl.create_default_context(cafile=str(work / "ca.crt"))
+        for name in ("create", "update", "ephemeral"):
+            body = (ROOT / f"tests/data/reviews/{name}.json").read_bytes()
+            req = urllib.request.Request(f"https://localhost:{port}/mutate", data=body,
+                                         headers={"content-type": "application/json"})
+            urllib.request.urlopen(req, context=tls, timeout=10).read()
+        # A body over the limit, refused before it is read.
+        req = urllib.request.Request(f"https://localhost:{port}/mutate", data=b" " * 70000,
+                                     headers={"content-type": "application/json"})
+        try:
+            urllib.request.urlopen(req, context=tls, timeout=10)
+            check("an oversized body is refused", False)
+        except urllib.error.HTTPError as e:
+            check("an oversized body is refused with 413", e.code == 413, e.code)
+        # A good reload, then a bad one (kept out; the good one stays).
+        policy.write_text(policy.read_text() + "annotateOriginal: false\n")
+        time.sleep(0.5)
+        policy.write_text("mirrors: [not, a, map]\n")
+        time.sleep(0.5)
+        text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        registry.shutdown()
+    (work / "metrics.txt").write_text(text)
+    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    check("promtool's metric linter passes on a real scrape", r.returncode == 0, r.stdout + r.stderr)
+    for sample, why in [('image_mirror_policy_reloads_total{result="failure"} 1', "a refused reload"),
+                        ('image_mirror_policy_reloads_total{result="success"} 2', "two good loads"),
+                        ("image_mirror_verify_fallbacks_total", "verify falling back")]:
+        check(f"the scrape shows {why}", sample in text)
+    check("verify fell back", not re.search(r"^image_mirror_verify_fallbacks_total 0$", text, re.M))
+    return text
+
+
+def names_used(exprs):
+    return {m for e in exprs for m in re.findall(r"\b(image_mirror_[a-z_]+)\b", e)}
+
+
+def main(binary):
+    work = pathlib.Path(tempfile.mkdtemp(prefix="imw-ops-"))
+    try:
+        docs = rendered()
+        service_monitor(docs)
+        exprs = rules(docs, work) + dashboard(docs)
+        text = scrape(binary, work)
+        samples = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+        for name in sorted(names_used(exprs)):
+            check(f"{name}, used by an alert or a panel, is in the scrape", name in samples)
+        exported = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+        readme = (ROOT / "README.md").read_text()
+        section = readme.split("## Metrics", 1)[-1].split("\n## ", 1)[0]
+        documented = set(re.findall(r"^\| `(image_mirror_[a-z_]+)`", section, re.M))
+        check("the README's metrics table names what the binary exports", documented == exported,
+              {"undocumented": sorted(exported - documented), "not exported": sorted(documented - exported)})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if failures:
+        print("operations: FAILED", *failures, sep="\n  ")
+        sys.exit(1)
+    print("operations: every check as expected")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
