@@ -29,6 +29,18 @@ fn policy() -> Policy {
     Policy::load(POLICY).unwrap().policy
 }
 
+/// What a CREATE of `object` gets under `policy`.
+fn create(policy: &Policy, object: &Value) -> image_mirror_webhook::mutate::Mutation {
+    dryrun::plan(
+        policy,
+        object,
+        None,
+        &Operation::Create,
+        dryrun::Options::default(),
+    )
+    .unwrap()
+}
+
 fn patch_of(object: &Value, op: Operation) -> Value {
     let m = dryrun::plan(&policy(), object, None, &op, dryrun::Options::default()).unwrap();
     serde_json::to_value(&m.patch).unwrap()
@@ -206,14 +218,7 @@ fn invalid_images_are_left_with_a_warning() {
     let pod = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [
         {"name": "c", "image": "NGINX:latest"}, {"name": "d", "image": ""}, {"name": "e"}
     ]}});
-    let m = dryrun::plan(
-        &policy(),
-        &pod,
-        None,
-        &Operation::Create,
-        dryrun::Options::default(),
-    )
-    .unwrap();
+    let m = create(&policy(), &pod);
     assert!(m.is_empty());
     assert_eq!(m.decisions.len(), 1);
     assert!(
@@ -227,14 +232,7 @@ fn invalid_images_are_left_with_a_warning() {
 fn warnings_are_short_and_can_be_turned_off() {
     let long = format!("team/{}:1", "a".repeat(200));
     let pod = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": long}]}});
-    let m = dryrun::plan(
-        &policy(),
-        &pod,
-        None,
-        &Operation::Create,
-        dryrun::Options::default(),
-    )
-    .unwrap();
+    let m = create(&policy(), &pod);
     assert_eq!(m.warnings.len(), 1);
     assert!(m.warnings[0].len() <= 120);
     let quiet = Policy::load(&format!(
@@ -242,14 +240,7 @@ fn warnings_are_short_and_can_be_turned_off() {
     ))
     .unwrap()
     .policy;
-    let m = dryrun::plan(
-        &quiet,
-        &pod,
-        None,
-        &Operation::Create,
-        dryrun::Options::default(),
-    )
-    .unwrap();
+    let m = create(&quiet, &pod);
     assert!(m.warnings.is_empty());
     assert!(m.annotations.is_empty());
     assert_eq!(m.patch.0.len(), 2, "image and pull secret only");
@@ -263,14 +254,7 @@ fn original_images_merge_with_an_earlier_pass() {
             {"name": "app", "image": "mirror.example.com:5000/library/nginx"},
             {"name": "sidecar", "image": "envoyproxy/envoy:v1"}
         ], "imagePullSecrets": [{"name": "mirror-cred"}]}});
-    let m = dryrun::plan(
-        &policy(),
-        &pod,
-        None,
-        &Operation::Create,
-        dryrun::Options::default(),
-    )
-    .unwrap();
+    let m = create(&policy(), &pod);
     assert_eq!(
         m.annotations["image-mirror-webhook.io/original-images"],
         "{\"containers/app\":\"nginx\",\"containers/sidecar\":\"envoyproxy/envoy:v1\"}"
@@ -289,14 +273,7 @@ fn kci_annotations_merge_with_what_the_pod_says() {
             "k8s.ksyun.com/kci-http-registry": "192.168.1.5:5000, other:80",
             "k8s.ksyun.com/kci-dns-config": "{\"nameservers\":[\"8.8.8.8\"]}"}},
         "spec": {"containers": [{"name": "c", "image": "quay.io/a/b"}, {"name": "d", "image": "quay.io/a/c"}]}});
-    let m = dryrun::plan(
-        &p,
-        &pod,
-        None,
-        &Operation::Create,
-        dryrun::Options::default(),
-    )
-    .unwrap();
+    let m = create(&p, &pod);
     assert_eq!(
         m.annotations["k8s.ksyun.com/kci-http-registry"],
         "192.168.1.5:5000,other:80,quay-mirror.local:5000"
@@ -311,25 +288,11 @@ fn kci_annotations_merge_with_what_the_pod_says() {
     let tolerating = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {
         "containers": [{"name": "c", "image": "quay.io/a/b"}],
         "tolerations": [{"key": "rbkci-virtual-kubelet.io/provider"}]}});
-    let m = dryrun::plan(
-        &never,
-        &tolerating,
-        None,
-        &Operation::Create,
-        dryrun::Options::default(),
-    )
-    .unwrap();
+    let m = create(&never, &tolerating);
     assert!(!m
         .annotations
         .contains_key("k8s.ksyun.com/kci-http-registry"));
-    let m = dryrun::plan(
-        &policy(),
-        &tolerating,
-        None,
-        &Operation::Create,
-        dryrun::Options::default(),
-    )
-    .unwrap();
+    let m = create(&policy(), &tolerating);
     assert_eq!(
         m.annotations["k8s.ksyun.com/kci-http-registry"],
         "quay-mirror.local:5000"
