@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use crate::policy::{Policy, Severity, MAX_POLICY_BYTES};
+use crate::policy::{Policy, Severity};
 
 /// What happened to the policy, for the observer.
 pub enum Reload<'a> {
@@ -52,11 +52,6 @@ impl PolicyStore {
             max_bytes,
             observer,
         }
-    }
-
-    /// A store that reports to nobody, with the default size limit.
-    pub fn unobserved() -> Self {
-        PolicyStore::new(MAX_POLICY_BYTES, Box::new(|_| {}))
     }
 
     /// The policy in force, if one has loaded.
