@@ -48,6 +48,9 @@ pub struct ObjectResult {
     pub managed_secrets: Option<Vec<mutate::ManagedSecret>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+    /// The serverless runtimes whose annotations it gets, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serverless: Option<Vec<mutate::ServerlessMatch>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warnings: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -310,6 +313,7 @@ pub fn evaluate(policy: &Policy, item: &Item, opts: Options<'_>) -> ObjectResult
             result.pull_secrets = Some(m.pull_secrets);
             result.managed_secrets = Some(m.managed_secrets);
             result.annotations = Some(m.annotations);
+            result.serverless = Some(m.serverless);
             result.warnings = Some(m.warnings);
         }
         Err(e) => result.warnings = Some(vec![e.to_string()]),

@@ -8,16 +8,11 @@ use jsonptr::PointerBuf;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use crate::policy::{KciMode, Policy};
+use crate::policy::{Policy, Profile, ProfileMode};
 use crate::rewrite::{decide, Decision};
 
 pub const SKIP_LABEL: &str = "image-mirror-webhook.io/skip";
 pub const ORIGINAL_IMAGES: &str = "image-mirror-webhook.io/original-images";
-pub const KCI_HTTP_REGISTRY: &str = "k8s.ksyun.com/kci-http-registry";
-pub const KCI_INSECURE_REGISTRY: &str = "k8s.ksyun.com/kci-insecure-registry";
-pub const KCI_HOST_ALIASES: &str = "k8s.ksyun.com/kci-host-aliases";
-pub const KCI_DNS_CONFIG: &str = "k8s.ksyun.com/kci-dns-config";
-const KCI_TOLERATION: &str = "rbkci-virtual-kubelet.io/provider";
 /// The API server may cut longer warnings; kubectl prints each on one line.
 const MAX_WARNING: usize = 120;
 /// Warnings sent with one answer; past it one line says how many more there were. The API server
@@ -189,6 +184,13 @@ pub struct FieldDecision {
     pub decision: Arc<Decision>,
 }
 
+/// A serverless profile that applies to a pod, and why (for the dry-run and the log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerlessMatch {
+    pub profile: String,
+    pub reason: String,
+}
+
 /// A pull secret the webhook keeps for a registry the policy has credentials for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ManagedSecret {
@@ -235,6 +237,8 @@ pub struct Mutation {
     /// Annotations this mutation sets, with their new values.
     pub annotations: BTreeMap<String, String>,
     pub warnings: Vec<String>,
+    /// The serverless runtimes whose annotations the pod gets, and why.
+    pub serverless: Vec<ServerlessMatch>,
     /// Warnings past `MAX_WARNINGS`, counted, not kept.
     #[serde(skip)]
     more_warnings: usize,
@@ -493,8 +497,14 @@ pub fn mutate(
             wanted.insert(ORIGINAL_IMAGES.into(), json);
         }
     }
-    if runs_on_kci(policy, &template.spec) {
-        kci_annotations(policy, &registries, annotations, &mut wanted);
+    let no_labels = BTreeMap::new();
+    let labels = meta.map_or(&no_labels, |m| &m.labels);
+    for (profile, reason) in serverless(policy, &template.spec, labels) {
+        profile_annotations(policy, profile, &registries, annotations, &mut wanted);
+        m.serverless.push(ServerlessMatch {
+            profile: profile.name.clone(),
+            reason,
+        });
     }
     wanted.retain(|k, v| annotations.and_then(|a| a.get(k)) != Some(v));
     add_annotations(&mut m, base, meta, wanted);
@@ -571,63 +581,131 @@ fn clip(mut s: String) -> String {
     s
 }
 
-fn runs_on_kci(policy: &Policy, spec: &PodSpec) -> bool {
-    match policy.kci.mode {
-        KciMode::Always => true,
-        KciMode::Never => false,
-        KciMode::Auto => {
-            spec.node_selector.get("type").map(String::as_str) == Some("virtual-kubelet")
-                || spec
-                    .affinity
-                    .node_affinity
-                    .required_during_scheduling_ignored_during_execution
-                    .node_selector_terms
-                    .iter()
-                    .flat_map(|t| &t.match_expressions)
-                    .any(|r| {
-                        r.key == "type"
-                            && r.operator == "In"
-                            && r.values.iter().any(|v| v == "virtual-kubelet")
-                    })
-                || spec.tolerations.iter().any(|t| t.key == KCI_TOLERATION)
+/// The serverless profiles that apply to a pod, each with why. A profile's own signals (its pod
+/// labels, its tolerations, its node selector with its toleration) claim the pod; a node selector
+/// alone counts only when no profile claims the pod that way and no other profile on `auto`
+/// selects it too, so two runtimes sharing `type: virtual-kubelet` never both annotate a pod.
+pub fn serverless<'p>(
+    policy: &'p Policy,
+    spec: &PodSpec,
+    labels: &BTreeMap<String, String>,
+) -> Vec<(&'p Profile, String)> {
+    let selects = |p: &Profile| {
+        p.node_selector
+            .iter()
+            .find(|(k, v)| node_selects(spec, k, v))
+            .map(|(k, v)| format!("{k}={v}"))
+    };
+    let tolerates = |keys: &[String]| {
+        keys.iter()
+            .find(|k| spec.tolerations.iter().any(|t| &t.key == *k))
+            .cloned()
+    };
+    let mut claimed = Vec::new();
+    let mut selected = Vec::new();
+    for p in &policy.profiles {
+        match p.mode {
+            ProfileMode::Never => {}
+            ProfileMode::Always => claimed.push((p, "enabled: always".to_owned())),
+            ProfileMode::Auto => {
+                if let Some((k, v)) = p.labels.iter().find(|(k, v)| labels.get(k) == Some(v)) {
+                    claimed.push((p, format!("pod label {k}={v}")));
+                } else if let Some(t) = tolerates(&p.tolerations) {
+                    claimed.push((p, format!("toleration {t}")));
+                } else if let Some(s) = selects(p) {
+                    match (
+                        p.node_selector_tolerations.is_empty(),
+                        tolerates(&p.node_selector_tolerations),
+                    ) {
+                        (true, _) => selected.push((p, format!("node selector {s}"))),
+                        (false, Some(t)) => {
+                            claimed.push((p, format!("node selector {s} with toleration {t}")))
+                        }
+                        (false, None) => {}
+                    }
+                }
+            }
         }
     }
+    let claimed_on_auto = claimed.iter().any(|(p, _)| p.mode == ProfileMode::Auto);
+    let selecting = policy
+        .profiles
+        .iter()
+        .filter(|p| p.mode == ProfileMode::Auto && selects(p).is_some())
+        .count();
+    if !claimed_on_auto && selecting == 1 {
+        claimed.extend(selected);
+    }
+    claimed
 }
 
-fn kci_annotations(
+/// Whether the pod asks for nodes labelled `key=value`: in its nodeSelector or in a required node
+/// affinity term with operator In.
+fn node_selects(spec: &PodSpec, key: &str, value: &str) -> bool {
+    spec.node_selector.get(key).map(String::as_str) == Some(value)
+        || spec
+            .affinity
+            .node_affinity
+            .required_during_scheduling_ignored_during_execution
+            .node_selector_terms
+            .iter()
+            .flat_map(|t| &t.match_expressions)
+            .any(|r| r.key == key && r.operator == "In" && r.values.iter().any(|v| v == value))
+}
+
+/// The annotations `profile` reads, from the registries the pod pulls from after rewriting.
+fn profile_annotations(
     policy: &Policy,
+    profile: &Profile,
     registries: &[String],
     existing: Option<&BTreeMap<String, String>>,
     wanted: &mut BTreeMap<String, String>,
 ) {
     let current = |k: &str| existing.and_then(|a| a.get(k)).map(String::as_str);
-    let http = registries.iter().filter(|r| policy.is_http(r));
-    if let Some(v) = merge_list(current(KCI_HTTP_REGISTRY), http) {
-        wanted.insert(KCI_HTTP_REGISTRY.into(), v);
-    }
-    let insecure = registries.iter().filter(|r| policy.is_insecure(r));
-    if let Some(v) = merge_list(current(KCI_INSECURE_REGISTRY), insecure) {
-        wanted.insert(KCI_INSECURE_REGISTRY.into(), v);
+    let lists = [
+        (
+            &profile.plain_http,
+            registries
+                .iter()
+                .filter(|r| policy.is_http(r))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            &profile.insecure,
+            registries
+                .iter()
+                .filter(|r| policy.is_insecure(r))
+                .collect(),
+        ),
+    ];
+    for (annotation, hosts) in lists {
+        let Some(annotation) = annotation else {
+            continue;
+        };
+        if let Some(v) = merge_list(current(annotation), hosts.into_iter(), &profile.separator) {
+            wanted.insert(annotation.clone(), v);
+        }
     }
     // A value the pod set itself wins.
-    for (key, value) in [
-        (KCI_HOST_ALIASES, &policy.kci.host_aliases),
-        (KCI_DNS_CONFIG, &policy.kci.dns_config),
-    ] {
-        if let (None, Some(v)) = (current(key), value) {
-            wanted.insert(key.into(), v.clone());
+    for (key, value) in [&profile.host_aliases, &profile.dns_config]
+        .into_iter()
+        .flatten()
+    {
+        if current(key).is_none() {
+            wanted.insert(key.clone(), value.clone());
         }
     }
 }
 
-/// A comma list with `hosts` appended where missing; `None` when it already has them all.
+/// A `separator` list with `hosts` appended where missing; `None` when it already has them all.
 fn merge_list<'a>(
     current: Option<&str>,
     hosts: impl Iterator<Item = &'a String>,
+    separator: &str,
 ) -> Option<String> {
     let mut items: Vec<&str> = current
         .unwrap_or_default()
-        .split(',')
+        .split(separator)
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
@@ -637,7 +715,7 @@ fn merge_list<'a>(
             items.push(h);
         }
     }
-    (items.len() > before).then(|| items.join(","))
+    (items.len() > before).then(|| items.join(separator))
 }
 
 /// `add` needs the parent to exist: a missing map is added whole, never written into.

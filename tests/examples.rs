@@ -96,6 +96,19 @@ fn examples_produce_what_they_promise() {
                     .unwrap_or_default();
                 assert_eq!(&Value::Array(got), names, "{ctx}/{name}: imagePullSecrets");
             }
+            if let Some(profiles) = want.get("serverless") {
+                let got: Vec<&str> = result
+                    .serverless
+                    .iter()
+                    .flatten()
+                    .map(|s| s.profile.as_str())
+                    .collect();
+                assert_eq!(
+                    &serde_json::to_value(got).unwrap(),
+                    profiles,
+                    "{ctx}/{name}: serverless"
+                );
+            }
             if let Some(annotations) = want.get("annotations") {
                 let got = serde_json::to_value(result.annotations.as_ref().unwrap()).unwrap();
                 assert_eq!(&got, annotations, "{ctx}/{name}: annotations");

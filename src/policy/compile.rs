@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use regex::{Regex, RegexSet};
 
-use super::document::{edit_distance, Document, MirrorDoc, Reader, Spanned};
+use super::document::{edit_distance, Document, MirrorDoc, ProfileDoc, Reader, Spanned};
 use super::endpoint::{self, reads_as_registry, Scheme};
 use super::{
-    Credentials, DefaultRegistry, Diagnostic, Kci, KciMode, Mirror, MirrorEndpoint, Policy,
+    Credentials, DefaultRegistry, Diagnostic, Mirror, MirrorEndpoint, Policy, Profile, ProfileMode,
     RegistryConfig, Rewrite, Severity, Tls, Verify,
 };
 use crate::names::is_dns_subdomain;
@@ -258,7 +258,7 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
     }
     let exclude_images = build_set(&mut r, &exclude_image_patterns, "exclude.images");
 
-    let kci = compile_kci(&mut r, &doc);
+    let profiles = compile_profiles(&mut r, &doc);
     let verify = compile_verify(&mut r, &doc);
     if !verify.enabled {
         for m in doc.mirrors.iter().filter(|m| m.endpoints.len() > 1) {
@@ -288,7 +288,7 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
         wildcard_config,
         http_registries: http,
         insecure_registries: insecure,
-        kci,
+        profiles,
         verify,
         annotate_original: doc.annotate_original.unwrap_or(true),
         warnings: doc.warnings.unwrap_or(true),
@@ -585,51 +585,206 @@ fn compile_default(r: &mut Reader, url: &str, pos: Pos, rule: &str) -> Option<De
     })
 }
 
-fn compile_kci(r: &mut Reader, doc: &Document) -> Kci {
-    let mode = match doc.kci.enabled.as_ref().map(|s| (s.value.as_str(), s.pos)) {
-        None | Some(("auto", _)) => KciMode::Auto,
-        Some(("always", _)) => KciMode::Always,
-        Some(("never", _)) => KciMode::Never,
+const KCI_HTTP_REGISTRY: &str = "k8s.ksyun.com/kci-http-registry";
+const KCI_INSECURE_REGISTRY: &str = "k8s.ksyun.com/kci-insecure-registry";
+const KCI_HOST_ALIASES: &str = "k8s.ksyun.com/kci-host-aliases";
+const KCI_DNS_CONFIG: &str = "k8s.ksyun.com/kci-dns-config";
+const ECI_HTTP_REGISTRY: &str = "k8s.aliyun.com/plain-http-registry";
+const ECI_INSECURE_REGISTRY: &str = "k8s.aliyun.com/insecure-registry";
+const VIRTUAL_KUBELET: (&str, &str) = ("type", "virtual-kubelet");
+
+/// The serverless profiles: KCI (Kingsoft Cloud, on by default as before), ECI (Alibaba Cloud,
+/// opt-in), then the user's, each compiled from its document.
+fn compile_profiles(r: &mut Reader, doc: &Document) -> Vec<Profile> {
+    let pair = |(k, v): (&str, &str)| (k.to_owned(), v.to_owned());
+    let kci = Profile {
+        name: "kci".into(),
+        mode: mode_of(r, &doc.kci, "kci", ProfileMode::Auto),
+        node_selector: vec![pair(VIRTUAL_KUBELET)],
+        tolerations: vec!["rbkci-virtual-kubelet.io/provider".into()],
+        plain_http: Some(KCI_HTTP_REGISTRY.into()),
+        insecure: Some(KCI_INSECURE_REGISTRY.into()),
+        separator: ",".into(),
+        host_aliases: host_aliases(r, &doc.kci, "kci").map(|j| (KCI_HOST_ALIASES.into(), j)),
+        dns_config: dns_config(r, &doc.kci, "kci").map(|j| (KCI_DNS_CONFIG.into(), j)),
+        ..Profile::default()
+    };
+    let eci = Profile {
+        name: "eci".into(),
+        mode: mode_of(r, &doc.eci, "eci", ProfileMode::Never),
+        node_selector: vec![pair(VIRTUAL_KUBELET)],
+        node_selector_tolerations: vec!["virtual-kubelet.io/provider".into()],
+        labels: vec![pair(("alibabacloud.com/eci", "true"))],
+        plain_http: Some(ECI_HTTP_REGISTRY.into()),
+        insecure: Some(ECI_INSECURE_REGISTRY.into()),
+        separator: ",".into(),
+        ..Profile::default()
+    };
+    let mut profiles = vec![kci, eci];
+    for (i, p) in doc.profiles.iter().enumerate() {
+        let path = format!("serverlessProfiles[{i}]");
+        if let Some(profile) = compile_profile(r, p, &path, &profiles) {
+            profiles.push(profile);
+        }
+    }
+    note_shared_selectors(r, doc, &profiles);
+    profiles
+}
+
+fn mode_of(r: &mut Reader, p: &ProfileDoc, path: &str, default: ProfileMode) -> ProfileMode {
+    match p.enabled.as_ref().map(|s| (s.value.as_str(), s.pos)) {
+        None => default,
+        Some(("auto", _)) => ProfileMode::Auto,
+        Some(("always", _)) => ProfileMode::Always,
+        Some(("never", _)) => ProfileMode::Never,
         Some((other, pos)) => {
             r.error(
                 pos,
-                "kci.enabled",
+                &format!("{path}.enabled"),
                 format!("`{other}` is not one of auto, always, never"),
             );
-            KciMode::Auto
+            default
         }
+    }
+}
+
+fn host_aliases(r: &mut Reader, p: &ProfileDoc, path: &str) -> Option<String> {
+    let h = p.host_aliases.as_ref()?;
+    let ok = h.value.as_array().is_some_and(|items| {
+        items.iter().all(|a| {
+            a.get("ip").is_some_and(serde_json::Value::is_string)
+                && a.get("hostnames").is_some_and(serde_json::Value::is_array)
+        })
+    });
+    if !ok {
+        r.error(
+            h.pos,
+            &format!("{path}.hostAliases"),
+            "expected a list of {ip, hostnames} entries, as in a Pod's spec.hostAliases",
+        );
+    }
+    ok.then(|| h.value.to_string())
+}
+
+fn dns_config(r: &mut Reader, p: &ProfileDoc, path: &str) -> Option<String> {
+    const KEYS: [&str; 3] = ["nameservers", "searches", "options"];
+    let d = p.dns_config.as_ref()?;
+    let ok = d
+        .value
+        .as_object()
+        .is_some_and(|m| m.keys().all(|k| KEYS.contains(&k.as_str())));
+    if !ok {
+        r.error(
+            d.pos,
+            &format!("{path}.dnsConfig"),
+            "expected a mapping of nameservers, searches and options, as in a Pod's spec.dnsConfig",
+        );
+    }
+    ok.then(|| d.value.to_string())
+}
+
+/// A user's profile: a unique name, the annotations it writes, and a way to recognise its pods.
+fn compile_profile(
+    r: &mut Reader,
+    p: &ProfileDoc,
+    path: &str,
+    before: &[Profile],
+) -> Option<Profile> {
+    let Some(name) = &p.name else {
+        r.error(p.pos, path, "a profile needs a name");
+        return None;
     };
-    let host_aliases = doc.kci.host_aliases.as_ref().and_then(|h| {
-        let ok = h.value.as_array().is_some_and(|items| {
-            items.iter().all(|a| {
-                a.get("ip").is_some_and(serde_json::Value::is_string)
-                    && a.get("hostnames").is_some_and(serde_json::Value::is_array)
-            })
-        });
-        if !ok {
-            r.error(
-                h.pos,
-                "kci.hostAliases",
-                "expected a list of {ip, hostnames} entries, as in a Pod's spec.hostAliases",
-            );
-        }
-        ok.then(|| h.value.to_string())
-    });
-    let dns_config = doc.kci.dns_config.as_ref().and_then(|d| {
-        const KEYS: [&str; 3] = ["nameservers", "searches", "options"];
-        let ok = d
-            .value
-            .as_object()
-            .is_some_and(|m| m.keys().all(|k| KEYS.contains(&k.as_str())));
-        if !ok {
-            r.error(d.pos, "kci.dnsConfig", "expected a mapping of nameservers, searches and options, as in a Pod's spec.dnsConfig");
-        }
-        ok.then(|| d.value.to_string())
-    });
-    Kci {
+    if before.iter().any(|b| b.name == name.value) {
+        r.error(
+            name.pos,
+            &format!("{path}.name"),
+            format!("`{}` is taken (kci and eci are built in)", name.value),
+        );
+        return None;
+    }
+    let annotation = |key: &str| {
+        p.annotations
+            .iter()
+            .find(|(k, _)| k.value == key)
+            .map(|(_, v)| v.value.clone())
+    };
+    let mode = mode_of(r, p, path, ProfileMode::Auto);
+    let plain_http = annotation("plainHttp");
+    let insecure = annotation("insecure");
+    if plain_http.is_none() && insecure.is_none() {
+        r.error(
+            p.pos,
+            &format!("{path}.annotations"),
+            "name at least one of plainHttp and insecure",
+        );
+    }
+    let recognisable =
+        !p.node_selector.is_empty() || !p.tolerations.is_empty() || !p.labels.is_empty();
+    if mode == ProfileMode::Auto && !recognisable {
+        r.error(p.pos, &format!("{path}.match"), "with enabled: auto, say how its pods are recognised: nodeSelector, tolerations or labels");
+    }
+    let value_with_annotation =
+        |r: &mut Reader, what: &str, value: Option<String>| match (annotation(what), value) {
+            (Some(a), Some(v)) => Some((a, v)),
+            (None, Some(_)) => {
+                r.push(
+                    Severity::Warning,
+                    p.pos,
+                    &format!("{path}.{what}"),
+                    format!("annotations.{what} is not named, so this is not passed on"),
+                    None,
+                );
+                None
+            }
+            _ => None,
+        };
+    let host_aliases = host_aliases(r, p, path);
+    let dns_config = dns_config(r, p, path);
+    let strings = |v: &[Spanned<String>]| v.iter().map(|s| s.value.clone()).collect();
+    let pairs = |v: &[(Spanned<String>, Spanned<String>)]| {
+        v.iter()
+            .map(|(k, v)| (k.value.clone(), v.value.clone()))
+            .collect()
+    };
+    Some(Profile {
+        name: name.value.clone(),
         mode,
-        host_aliases,
-        dns_config,
+        node_selector: pairs(&p.node_selector),
+        node_selector_tolerations: strings(&p.node_selector_tolerations),
+        tolerations: strings(&p.tolerations),
+        labels: pairs(&p.labels),
+        plain_http,
+        insecure,
+        separator: annotation("separator").unwrap_or_else(|| ",".into()),
+        host_aliases: value_with_annotation(r, "hostAliases", host_aliases),
+        dns_config: value_with_annotation(r, "dnsConfig", dns_config),
+    })
+}
+
+/// Profiles on `auto` that share a node selector recognise a pod with only that selector as
+/// neither's: say so, since such pods get no annotations.
+fn note_shared_selectors(r: &mut Reader, doc: &Document, profiles: &[Profile]) {
+    let auto: Vec<&Profile> = profiles
+        .iter()
+        .filter(|p| p.mode == ProfileMode::Auto)
+        .collect();
+    for (i, a) in auto.iter().enumerate() {
+        for b in &auto[i + 1..] {
+            if let Some((k, v)) = a.node_selector.iter().find(|s| b.node_selector.contains(s)) {
+                let pos = [&doc.eci, &doc.kci]
+                    .into_iter()
+                    .chain(&doc.profiles)
+                    .find(|d| d.enabled.is_some())
+                    .map_or(Pos { line: 1, col: 1 }, |d| d.pos);
+                r.push(
+                    Severity::Note,
+                    pos,
+                    "",
+                    format!("{} and {} are both on and both run pods selected by {k}={v}: a pod with only that selector is matched by neither", a.name, b.name),
+                    Some(format!("give such pods {}'s or {}'s toleration or label, or set one of them to never", a.name, b.name)),
+                );
+            }
+        }
     }
 }
 

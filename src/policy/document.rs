@@ -20,7 +20,9 @@ pub struct Document {
     pub exclude_namespaces: Vec<Spanned<String>>,
     pub exclude_images: Vec<Spanned<String>>,
     pub pull_secrets_from_namespace: Option<bool>,
-    pub kci: KciDoc,
+    pub kci: ProfileDoc,
+    pub eci: ProfileDoc,
+    pub profiles: Vec<ProfileDoc>,
     pub verify: VerifyDoc,
     pub annotate_original: Option<bool>,
     pub warnings: Option<bool>,
@@ -76,11 +78,20 @@ pub struct RegistryMirrorDoc {
     pub hosts: Vec<Spanned<String>>,
 }
 
+/// A serverless runtime's profile as written: `kci`, `eci`, or an entry of `serverlessProfiles`.
 #[derive(Debug, Default)]
-pub struct KciDoc {
+pub struct ProfileDoc {
+    pub pos: Pos,
+    pub name: Option<Spanned<String>>,
     pub enabled: Option<Spanned<String>>,
     pub host_aliases: Option<Spanned<serde_json::Value>>,
     pub dns_config: Option<Spanned<serde_json::Value>>,
+    pub node_selector: Vec<(Spanned<String>, Spanned<String>)>,
+    pub node_selector_tolerations: Vec<Spanned<String>>,
+    pub tolerations: Vec<Spanned<String>>,
+    pub labels: Vec<(Spanned<String>, Spanned<String>)>,
+    /// Annotation names: plainHttp, insecure, separator, hostAliases, dnsConfig.
+    pub annotations: Vec<(Spanned<String>, Spanned<String>)>,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +112,8 @@ const TOP_KEYS: &[&str] = &[
     "exclude",
     "pullSecrets",
     "kci",
+    "eci",
+    "serverlessProfiles",
     "verify",
     "annotateOriginal",
     "warnings",
@@ -374,7 +387,25 @@ pub(super) fn read(text: &str) -> (Option<Document>, Vec<Diagnostic>) {
                     }
                 }
             }
-            "kci" => doc.kci = read_kci(&mut r, value),
+            "kci" => {
+                doc.kci = read_profile(
+                    &mut r,
+                    value,
+                    "kci",
+                    &["enabled", "hostAliases", "dnsConfig"],
+                )
+            }
+            "eci" => doc.eci = read_profile(&mut r, value, "eci", &["enabled"]),
+            "serverlessProfiles" => {
+                doc.profiles = r
+                    .list(value, name)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        read_profile(&mut r, p, &format!("serverlessProfiles[{i}]"), PROFILE_KEYS)
+                    })
+                    .collect()
+            }
             "verify" => doc.verify = read_verify(&mut r, value),
             "annotateOriginal" => doc.annotate_original = r.bool(value, name),
             "warnings" => doc.warnings = r.bool(value, name),
@@ -572,38 +603,107 @@ fn read_registry_mirrors(r: &mut Reader, node: &Node) -> Vec<RegistryMirrorDoc> 
     out
 }
 
-fn read_kci(r: &mut Reader, node: &Node) -> KciDoc {
-    let mut kci = KciDoc::default();
-    for (k, v) in r.map(node, "kci") {
+const PROFILE_KEYS: &[&str] = &[
+    "name",
+    "enabled",
+    "match",
+    "annotations",
+    "hostAliases",
+    "dnsConfig",
+];
+const MATCH_KEYS: &[&str] = &[
+    "nodeSelector",
+    "nodeSelectorTolerations",
+    "tolerations",
+    "labels",
+];
+const ANNOTATION_KEYS: &[&str] = &[
+    "plainHttp",
+    "insecure",
+    "separator",
+    "hostAliases",
+    "dnsConfig",
+];
+
+/// A serverless profile; `keys` are the ones this place allows (`kci` has no `match`, say).
+fn read_profile(r: &mut Reader, node: &Node, path: &str, keys: &[&str]) -> ProfileDoc {
+    let mut p = ProfileDoc {
+        pos: node.pos,
+        ..ProfileDoc::default()
+    };
+    let pairs = |r: &mut Reader, v: &Node, at: &str| -> Vec<(Spanned<String>, Spanned<String>)> {
+        r.map(v, at)
+            .iter()
+            .filter_map(|(k, v)| {
+                let key = r.string(k, at)?;
+                let value = r.string(v, &format!("{at}.{}", key.value))?;
+                Some((key, value))
+            })
+            .collect()
+    };
+    for (k, v) in r.map(node, path) {
         let f = k.as_str().unwrap_or_default();
-        let at = format!("kci.{f}");
+        let at = format!("{path}.{f}");
         let json = || {
             Some(Spanned {
                 value: v.to_json(),
                 pos: v.pos,
             })
         };
+        if !keys.contains(&f) {
+            r.unknown(k, path, keys);
+            continue;
+        }
         match f {
+            "name" => p.name = r.string(v, &at),
             "enabled" => {
                 // `enabled: true/false` reads naturally too: they mean always and never.
-                kci.enabled = match v.as_bool() {
-                    Some(true) => Some(Spanned {
-                        value: "always".into(),
-                        pos: v.pos,
-                    }),
-                    Some(false) => Some(Spanned {
-                        value: "never".into(),
+                p.enabled = match v.as_bool() {
+                    Some(b) => Some(Spanned {
+                        value: if b { "always" } else { "never" }.into(),
                         pos: v.pos,
                     }),
                     None => r.string(v, &at),
                 }
             }
-            "hostAliases" => kci.host_aliases = json(),
-            "dnsConfig" => kci.dns_config = json(),
-            _ => r.unknown(k, "kci", &["enabled", "hostAliases", "dnsConfig"]),
+            "hostAliases" => p.host_aliases = json(),
+            "dnsConfig" => p.dns_config = json(),
+            "annotations" => {
+                for (key, value) in pairs(r, v, &at) {
+                    if ANNOTATION_KEYS.contains(&key.value.as_str()) {
+                        p.annotations.push((key, value));
+                    } else {
+                        r.error(
+                            key.pos,
+                            &at,
+                            format!(
+                                "unknown key `{}`; use one of {}",
+                                key.value,
+                                ANNOTATION_KEYS.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+            "match" => {
+                for (mk, mv) in r.map(v, &at) {
+                    let m = mk.as_str().unwrap_or_default();
+                    let mat = format!("{at}.{m}");
+                    match m {
+                        "nodeSelector" => p.node_selector = pairs(r, mv, &mat),
+                        "labels" => p.labels = pairs(r, mv, &mat),
+                        "tolerations" => p.tolerations = r.strings(mv, &mat),
+                        "nodeSelectorTolerations" => {
+                            p.node_selector_tolerations = r.strings(mv, &mat)
+                        }
+                        _ => r.unknown(mk, &at, MATCH_KEYS),
+                    }
+                }
+            }
+            _ => r.unknown(k, path, keys),
         }
     }
-    kci
+    p
 }
 
 fn read_verify(r: &mut Reader, node: &Node) -> VerifyDoc {

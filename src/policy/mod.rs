@@ -166,21 +166,39 @@ pub struct DefaultRegistry {
     pub rule: String,
 }
 
+/// When a serverless profile applies: to the pods it recognises, to every pod, or to none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KciMode {
+pub enum ProfileMode {
     #[default]
     Auto,
     Always,
     Never,
 }
 
+/// A serverless runtime (virtual-kubelet provider) whose pods carry registry settings as
+/// annotations: how its pods are recognised and which annotations it reads. KCI and ECI are
+/// built in; `serverlessProfiles` adds others.
 #[derive(Debug, Clone, Default)]
-pub struct Kci {
-    pub mode: KciMode,
-    /// Compact JSON for `k8s.ksyun.com/kci-host-aliases`.
-    pub host_aliases: Option<String>,
-    /// Compact JSON for `k8s.ksyun.com/kci-dns-config`.
-    pub dns_config: Option<String>,
+pub struct Profile {
+    pub name: String,
+    pub mode: ProfileMode,
+    /// nodeSelector (or required node affinity `In`) values of the runtime's virtual nodes.
+    pub node_selector: Vec<(String, String)>,
+    /// When set, the node selector recognises a pod only together with one of these tolerations.
+    pub node_selector_tolerations: Vec<String>,
+    /// Tolerations that alone say the pod runs on this runtime.
+    pub tolerations: Vec<String>,
+    /// Pod labels that alone say the pod runs on this runtime.
+    pub labels: Vec<(String, String)>,
+    /// Annotation listing registries pulled over plain HTTP.
+    pub plain_http: Option<String>,
+    /// Annotation listing registries whose certificate is not verified.
+    pub insecure: Option<String>,
+    /// Between the hosts of those lists.
+    pub separator: String,
+    /// (annotation, compact JSON) of the host aliases and DNS config to pass on.
+    pub host_aliases: Option<(String, String)>,
+    pub dns_config: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,7 +238,8 @@ pub struct Policy {
     pub(crate) wildcard_config: Option<RegistryConfig>,
     pub(crate) http_registries: HashSet<String>,
     pub(crate) insecure_registries: HashSet<String>,
-    pub kci: Kci,
+    /// KCI, ECI, then the user's `serverlessProfiles`, in that order.
+    pub profiles: Vec<Profile>,
     pub verify: Verify,
     pub annotate_original: bool,
     pub warnings: bool,

@@ -148,6 +148,7 @@ fn log(answer: &Answer) {
             rewrites,
             pull_secrets = answer.mutation.pull_secrets.len(),
             annotations = answer.mutation.annotations.len(),
+            serverless = %serverless(answer),
             "review answered"
         ),
         Outcome::Unchanged => tracing::info!(mutated = false, "review answered"),
@@ -156,4 +157,15 @@ fn log(answer: &Answer) {
             tracing::warn!(mutated = false, reason = %why, "review not handled")
         }
     }
+}
+
+/// The serverless profiles that matched, with why: `eci (pod label alibabacloud.com/eci=true)`.
+fn serverless(answer: &Answer) -> String {
+    answer
+        .mutation
+        .serverless
+        .iter()
+        .map(|s| format!("{} ({})", s.profile, s.reason))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
