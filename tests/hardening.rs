@@ -603,9 +603,11 @@ async fn large_policies_are_bounded_and_load_beside_the_reviews() {
     let server = Server::start(Options::default());
     let pid = server.child.id();
     let client = server.client();
-    let policy_file = server.dir.path("policy.yaml");
 
-    std::fs::write(&policy_file, large_policy(1_100_000, "huge")).unwrap();
+    // Written whole (by rename), so the server never reads half of it.
+    server
+        .dir
+        .write_atomic("policy.yaml", large_policy(1_100_000, "huge").as_bytes());
     common::wait_until(
         "the oversized policy refused",
         Duration::from_secs(10),
@@ -647,7 +649,7 @@ async fn large_policies_are_bounded_and_load_beside_the_reviews() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    std::fs::write(&policy_file, &text).unwrap();
+    server.dir.write_atomic("policy.yaml", text.as_bytes());
     common::wait_until(
         "the large policy loaded",
         Duration::from_secs(20),

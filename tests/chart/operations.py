@@ -164,12 +164,23 @@ def scrape(binary, work):
             check("an oversized body is refused", False)
         except urllib.error.HTTPError as e:
             check("an oversized body is refused with 413", e.code == 413, e.code)
-        # A good reload, then a bad one (kept out; the good one stays).
-        policy.write_text(policy.read_text() + "annotateOriginal: false\n")
-        time.sleep(0.5)
-        policy.write_text("mirrors: [not, a, map]\n")
-        time.sleep(0.5)
-        text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+        # A good reload, then a bad one (kept out; the good one stays). Written whole, by rename.
+        def replace(text):
+            (work / "policy.tmp").write_text(text)
+            (work / "policy.tmp").rename(policy)
+
+        def metrics_when(sample):
+            for _ in range(100):
+                text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+                if sample in text:
+                    break
+                time.sleep(0.1)
+            return text
+
+        replace(policy.read_text() + "annotateOriginal: false\n")
+        metrics_when('image_mirror_policy_reloads_total{result="success"} 2')
+        replace("mirrors: [not, a, map]\n")
+        text = metrics_when('image_mirror_policy_reloads_total{result="failure"} 1')
     finally:
         proc.terminate()
         proc.wait(timeout=30)
