@@ -19,8 +19,10 @@ need kubectl || apt_install kubernetes-client
 # Helm's own library (Go, in a wheel) lints and renders the chart: tests/chart/lint.py, render.py.
 python3 -c 'import helm_python' 2>/dev/null ||
   python3 -m pip install -q 'helm-python-sdk>=0.2.2,<0.3' </dev/null
-# openssl runs certs/make-dev-certs.sh in tests/server.rs.
+# openssl runs certs/make-dev-certs.sh in tests/server.rs; curl runs serve's startup hint as
+# printed (tests/firstday.rs).
 need openssl || apt_install openssl
+need curl || apt_install curl
 # Real registries for tests/registry.rs: docker-registry, skopeo to push, htpasswd for its users.
 need docker-registry || apt_install docker-registry
 need skopeo || apt_install skopeo
