@@ -128,7 +128,7 @@ fn route<'p>(policy: &'p Policy, reference: &Reference) -> Result<Route<'p>, Str
     if !policy.exclude_images.is_empty() {
         if let Some(i) = policy
             .exclude_images
-            .matches(&reference.name())
+            .matches(reference.name().as_bytes())
             .iter()
             .next()
         {
@@ -254,15 +254,26 @@ fn through_mirror(
 /// The first rewrite rule (in file order) that matches the repository path replaces every match.
 fn rewrite_path<'a>(mirror: &'a Mirror, path: &'a str) -> (Cow<'a, str>, Option<&'a str>) {
     let first = match &mirror.rewrite_set {
-        Some(set) if set.is_match(path) => set.matches(path).iter().next(),
+        Some(set) if set.is_match(path.as_bytes()) => set.matches(path.as_bytes()).iter().next(),
         Some(_) => None,
-        None => mirror.rewrites.iter().position(|w| w.regex.is_match(path)),
+        None => mirror
+            .rewrites
+            .iter()
+            .position(|w| w.regex.is_match(path.as_bytes())),
     };
     match first {
         Some(i) => {
             let rule = &mirror.rewrites[i];
             (
-                rule.regex.replace_all(path, rule.replacement.as_str()),
+                // ASCII in, ASCII out: the paths and replacements are text.
+                Cow::Owned(
+                    String::from_utf8_lossy(
+                        &rule
+                            .regex
+                            .replace_all(path.as_bytes(), rule.replacement.as_bytes()),
+                    )
+                    .into_owned(),
+                ),
                 Some(rule.regex.as_str()),
             )
         }

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use regex::{Regex, RegexSet};
+use regex::bytes::{Regex, RegexSet};
 
 use super::document::{edit_distance, Document, MirrorDoc, ProfileDoc, Reader, Spanned};
 use super::endpoint::{self, reads_as_registry, Scheme};
@@ -18,8 +18,8 @@ use crate::yaml::Pos;
 
 /// A built regex may not grow past this; it bounds memory and compile time for hostile input.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
-/// Regexes in one policy (rewrite rules and exclude.images). A compiled regex takes 15-30 KB,
-/// so this bounds them to about 30 MB; real policies have tens.
+/// Regexes in one policy (rewrite rules and exclude.images). A compiled regex takes about 15 KB,
+/// so this bounds them to about 15 MB; real policies have tens.
 pub const MAX_REGEXES: usize = 1_000;
 /// Up to this many rewrite rules a mirror tries them one by one; past it, one `RegexSet` finds
 /// the first match in one scan.
@@ -379,10 +379,13 @@ fn compile_mirror(r: &mut Reader, m: &MirrorDoc, config_keys: &HashSet<&str>) ->
 
 /// One automaton over a list of regexes that each compiled alone; it can still fail on size.
 fn build_set<S: AsRef<str>>(r: &mut Reader, patterns: &[S], path: &str) -> RegexSet {
-    match regex::RegexSetBuilder::new(patterns)
-        .size_limit(REGEX_SIZE_LIMIT.saturating_mul(patterns.len().max(1)))
-        .build()
-    {
+    let build = |unicode: bool| {
+        regex::bytes::RegexSetBuilder::new(patterns)
+            .unicode(unicode)
+            .size_limit(REGEX_SIZE_LIMIT.saturating_mul(patterns.len().max(1)))
+            .build()
+    };
+    match build(false).or_else(|_| build(true)) {
         Ok(set) => set,
         Err(e) => {
             r.error(
@@ -407,10 +410,15 @@ fn compile_regex(r: &mut Reader, pat: &Spanned<String>, path: &str) -> Option<Re
         }
         return None;
     }
-    match regex::RegexBuilder::new(&pat.value)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-    {
+    // The names and paths matched are ASCII: without Unicode a regex is smaller and matches the
+    // same. A pattern that needs Unicode (a `\p{..}` class, say) keeps it.
+    let build = |unicode: bool| {
+        regex::bytes::RegexBuilder::new(&pat.value)
+            .unicode(unicode)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+    };
+    match build(false).or_else(|_| build(true)) {
         Ok(re) => Some(re),
         Err(e) => {
             let detail = e.to_string();
