@@ -413,3 +413,32 @@ mirrors:
     assert!(!d.changed(), "{d:?}");
     assert!(d.reason.contains("invalid"), "{}", d.reason);
 }
+
+/// Rules are matched without Unicode tables (paths are ASCII); a rule that needs them still works,
+/// and so do case-insensitive and word-class rules, the same as with them.
+#[test]
+fn rules_that_need_unicode_still_compile_and_ascii_ones_match_the_same() {
+    let p = policy(
+        "mirrors:\n  docker.io:\n    endpoint: [\"https://m.example.com\"]\n    rewrite:\n      '^\\p{Ll}+/keep$': 'kept/$0'\n      '(?i)^TEAM/(\\w+)$': 'teams/${1}'\n      '^(.)(.*)$': 'x$1$2'\n",
+    );
+    table(
+        &p,
+        &[
+            (
+                "abc/keep:1",
+                "m.example.com/kept/abc/keep:1",
+                Some("mirrors[docker.io].endpoint[0]"),
+            ),
+            (
+                "team/web_1:2",
+                "m.example.com/teams/web_1:2",
+                Some("mirrors[docker.io].endpoint[0]"),
+            ),
+            (
+                "nginx:1",
+                "m.example.com/xlibrary/nginx:1",
+                Some("mirrors[docker.io].endpoint[0]"),
+            ),
+        ],
+    );
+}
