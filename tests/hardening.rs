@@ -107,9 +107,11 @@ async fn registry_answers_are_capped_and_a_check_ends_within_its_timeout() {
     let started = Instant::now();
     let d = explain(&server, "big:1").await;
     let took = started.elapsed();
+    // The check ends at verify.timeout (1 s); the rest is the dry-run's own round trip, with the
+    // other tests of this file loading the machine.
     let reason = d["tried"][0]["reason"].as_str().unwrap();
     assert!(reason.contains("over 64 KiB"), "{d}");
-    assert!(took < Duration::from_millis(1150), "{took:?}");
+    assert!(took < Duration::from_millis(1300), "{took:?}");
     assert!(
         proc_kib(pid, "VmHWM") < before + 16 * MIB,
         "peak RSS grew by a big answer"
@@ -121,7 +123,7 @@ async fn registry_answers_are_capped_and_a_check_ends_within_its_timeout() {
     assert_eq!(d["tried"][0]["result"], "absent", "{d}");
     assert!(took >= Duration::from_millis(950), "{took:?}");
     assert!(
-        took < Duration::from_millis(1150),
+        took < Duration::from_millis(1300),
         "a trickling answer outlived the check: {took:?}"
     );
 }
