@@ -667,7 +667,8 @@ async fn large_policies_are_bounded_and_load_beside_the_reviews() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (worst, seen_new) = reviews.await.unwrap();
     assert!(seen_new, "reviews never saw the new policy");
-    // Loading took well over a second on the reviewing thread before; now it is elsewhere.
+    // Loading took about 2 s on the reviewing thread before; now it is elsewhere (the bound leaves
+    // room for the other tests of this file loading the machine).
     assert!(
         worst < Duration::from_millis(250),
         "a review waited {worst:?} during the reload"
