@@ -219,17 +219,19 @@ fn template_of(object: &Value) -> Result<(&'static [&'static str], PodTemplate),
 
 /// The images the objects' operations let the webhook decide, for `verify` to check.
 pub fn images(items: &[Item]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for item in items.iter().filter(|i| i.skip.is_none()) {
-        if let Ok((_, t)) = template_of(&item.object) {
-            for image in mutate::images(&t.spec, &item.operation) {
-                if !out.contains(&image) {
-                    out.push(image);
-                }
-            }
-        }
-    }
-    out
+    let mut seen = HashSet::new();
+    items
+        .iter()
+        .filter(|i| i.skip.is_none())
+        .filter_map(|i| {
+            Some(mutate::images(
+                &template_of(&i.object).ok()?.1.spec,
+                &i.operation,
+            ))
+        })
+        .flatten()
+        .filter(|image| seen.insert(image.clone()))
+        .collect()
 }
 
 /// The decisions and patch for one object of any kind that holds a pod template.
