@@ -657,38 +657,51 @@ fn mode_of(r: &mut Reader, p: &ProfileDoc, path: &str, default: ProfileMode) -> 
 }
 
 fn host_aliases(r: &mut Reader, p: &ProfileDoc, path: &str) -> Option<String> {
-    let h = p.host_aliases.as_ref()?;
-    let ok = h.value.as_array().is_some_and(|items| {
-        items.iter().all(|a| {
-            a.get("ip").is_some_and(serde_json::Value::is_string)
-                && a.get("hostnames").is_some_and(serde_json::Value::is_array)
+    let well_formed = |v: &serde_json::Value| {
+        v.as_array().is_some_and(|items| {
+            items.iter().all(|a| {
+                a.get("ip").is_some_and(serde_json::Value::is_string)
+                    && a.get("hostnames").is_some_and(serde_json::Value::is_array)
+            })
         })
-    });
-    if !ok {
-        r.error(
-            h.pos,
-            &format!("{path}.hostAliases"),
-            "expected a list of {ip, hostnames} entries, as in a Pod's spec.hostAliases",
-        );
-    }
-    ok.then(|| h.value.to_string())
+    };
+    compact_json(
+        r,
+        p.host_aliases.as_ref()?,
+        &format!("{path}.hostAliases"),
+        well_formed,
+        "expected a list of {ip, hostnames} entries, as in a Pod's spec.hostAliases",
+    )
 }
 
 fn dns_config(r: &mut Reader, p: &ProfileDoc, path: &str) -> Option<String> {
     const KEYS: [&str; 3] = ["nameservers", "searches", "options"];
-    let d = p.dns_config.as_ref()?;
-    let ok = d
-        .value
-        .as_object()
-        .is_some_and(|m| m.keys().all(|k| KEYS.contains(&k.as_str())));
-    if !ok {
-        r.error(
-            d.pos,
-            &format!("{path}.dnsConfig"),
-            "expected a mapping of nameservers, searches and options, as in a Pod's spec.dnsConfig",
-        );
+    let well_formed = |v: &serde_json::Value| {
+        v.as_object()
+            .is_some_and(|m| m.keys().all(|k| KEYS.contains(&k.as_str())))
+    };
+    compact_json(
+        r,
+        p.dns_config.as_ref()?,
+        &format!("{path}.dnsConfig"),
+        well_formed,
+        "expected a mapping of nameservers, searches and options, as in a Pod's spec.dnsConfig",
+    )
+}
+
+/// A value passed on as an annotation: its compact JSON when it has the Pod field's shape.
+fn compact_json(
+    r: &mut Reader,
+    value: &Spanned<serde_json::Value>,
+    path: &str,
+    well_formed: impl Fn(&serde_json::Value) -> bool,
+    expected: &str,
+) -> Option<String> {
+    if !well_formed(&value.value) {
+        r.error(value.pos, path, expected);
+        return None;
     }
-    ok.then(|| d.value.to_string())
+    Some(value.value.to_string())
 }
 
 /// A user's profile: a unique name, the annotations it writes, and a way to recognise its pods.
