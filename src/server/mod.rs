@@ -53,14 +53,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut state =
-        State::with_policy_limit(args.fail_closed, args.max_body_bytes, args.max_policy_bytes);
-    state.bodies = Arc::new(body::Bodies::new(
-        args.max_body_bytes,
-        args.max_bodies_bytes,
-        args.request_timeout,
-        state.metrics.clone(),
-    ));
+    let mut state = State::with_limits(
+        args.fail_closed,
+        state::Limits {
+            max_body: args.max_body_bytes,
+            max_bodies: args.max_bodies_bytes,
+            request_timeout: args.request_timeout,
+            max_policy: args.max_policy_bytes,
+        },
+    );
     let client =
         if args.policy_configmap.is_some() || args.cert_secret.is_some() || args.pull_secrets {
             Some(kube::Client::try_default().await.context(

@@ -28,12 +28,30 @@ pub struct State {
 /// ones (a few KB each), well inside the chart's 128 MiB memory limit.
 pub const DEFAULT_BODIES_BYTES: usize = 16 * 1024 * 1024;
 
+/// The limits `State` enforces on requests and policies (README, Limits).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body: usize,
+    pub max_bodies: usize,
+    pub request_timeout: Duration,
+    pub max_policy: usize,
+}
+
 impl State {
+    /// A state with the default limits but the largest body.
     pub fn new(fail_closed: bool, max_body: usize) -> Self {
-        State::with_policy_limit(fail_closed, max_body, crate::policy::MAX_POLICY_BYTES)
+        State::with_limits(
+            fail_closed,
+            Limits {
+                max_body,
+                max_bodies: DEFAULT_BODIES_BYTES,
+                request_timeout: Duration::from_secs(30),
+                max_policy: crate::policy::MAX_POLICY_BYTES,
+            },
+        )
     }
 
-    pub fn with_policy_limit(fail_closed: bool, max_body: usize, max_policy: usize) -> Self {
+    pub fn with_limits(fail_closed: bool, limits: Limits) -> Self {
         let metrics = Arc::new(Metrics::default());
         let observed = metrics.clone();
         let observe: crate::registry::Observer = Arc::new(move |result: &str, took: Duration| {
@@ -48,7 +66,7 @@ impl State {
         let checker = crate::registry::Checker::new(observe);
         let managed_pull_secrets = Arc::new(AtomicBool::new(false));
         let policy = PolicyStore::new(
-            max_policy,
+            limits.max_policy,
             policy_observer(
                 metrics.clone(),
                 checker.clone(),
@@ -56,9 +74,9 @@ impl State {
             ),
         );
         let bodies = body::Bodies::new(
-            max_body,
-            DEFAULT_BODIES_BYTES,
-            Duration::from_secs(30),
+            limits.max_body,
+            limits.max_bodies,
+            limits.request_timeout,
             metrics.clone(),
         );
         State {
