@@ -35,12 +35,10 @@ import render as chart  # noqa: E402  (the same Helm binding and helpers)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 JOB = chart.FULL
-failures = []
 
 
 def check(what, ok, got=None):
-    if not ok:
-        failures.append(what + (f" (got {got!r})" if got is not None else ""))
+    chart.check("operations", what, ok, got)
 
 
 def rendered():
@@ -218,8 +216,8 @@ def main(binary):
               {"undocumented": sorted(exported - documented), "not exported": sorted(documented - exported)})
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if failures:
-        print("operations: FAILED", *failures, sep="\n  ")
+    if chart.failures:
+        print("operations: FAILED", *chart.failures, sep="\n  ")
         sys.exit(1)
     print("operations: every check as expected")
 
