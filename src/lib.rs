@@ -8,12 +8,18 @@
 //! tests/layering.rs keeps it so.
 
 pub mod admission;
+pub mod audit;
 pub mod cli;
+pub mod credentials;
+pub mod credprovider;
 pub mod dockerconfig;
 pub mod dryrun;
+pub mod ecr;
+pub mod inventory;
 pub mod mutate;
 pub mod names;
 pub mod policy;
+pub mod redacted;
 pub mod reference;
 pub mod registry;
 pub mod rewrite;

@@ -196,6 +196,12 @@ pub struct ServerlessMatch {
 pub struct ManagedSecret {
     pub name: String,
     pub registry: String,
+    /// Where its credentials come from (never the credentials).
+    pub source: String,
+    /// An image the Pod pulls from the registry (its repository, as the kubelet asks a
+    /// credential provider about it).
+    #[serde(skip)]
+    pub image: String,
 }
 
 fn no_secrets(_: &str, _: &str) -> Vec<String> {
@@ -405,6 +411,7 @@ pub fn mutate(
                     error: None,
                     tried: Vec::new(),
                     registry: None,
+                    excluded: true,
                 }),
             })
             .collect();
@@ -412,7 +419,8 @@ pub fn mutate(
     }
 
     let mut registries: Vec<String> = Vec::new();
-    let mut seen_registries: HashSet<String> = HashSet::new();
+    // The first image pulled from each registry, for a credential provider.
+    let mut seen_registries: HashMap<String, String> = HashMap::new();
     // A Pod may name one image in many containers: each distinct one is decided once.
     let mut decided: HashMap<&str, Arc<Decision>> = HashMap::new();
     m.decisions.reserve_exact(fields.len());
@@ -436,7 +444,9 @@ pub fn mutate(
         }
         let path = pointer(base, &f.tokens());
         if let Some(reg) = &decision.registry {
-            if seen_registries.insert(reg.clone()) {
+            if !seen_registries.contains_key(reg) {
+                let pulled = decision.result.as_deref().unwrap_or(f.image);
+                seen_registries.insert(reg.clone(), crate::credprovider::repository(pulled));
                 registries.push(reg.clone());
             }
         }
@@ -467,7 +477,7 @@ pub fn mutate(
         });
     }
 
-    let wanted_secrets = secrets_for(policy, namespace, &registries, extras);
+    let wanted_secrets = secrets_for(policy, namespace, &registries, &seen_registries, extras);
     if *op != Operation::Create {
         // Pod updates may change image fields only (ValidatePodUpdate).
         for (s, _) in wanted_secrets
@@ -514,11 +524,8 @@ pub fn mutate(
         if has_secret(&template.spec, &name) || secrets.contains(&name) {
             continue;
         }
-        if let Some(registry) = managed {
-            m.managed_secrets.push(ManagedSecret {
-                name: name.clone(),
-                registry,
-            });
+        if let Some(managed) = managed {
+            m.managed_secrets.push(managed);
         }
         secrets.push(name);
     }
@@ -527,21 +534,31 @@ pub fn mutate(
     m
 }
 
-/// The pull secrets the Pod's registries need, each with the registry when it is a managed one.
+/// The pull secrets the Pod's registries need, each with the registry and an image pulled from
+/// it when it is a managed one.
 fn secrets_for(
     policy: &Policy,
     namespace: &str,
     registries: &[String],
+    images: &HashMap<String, String>,
     extras: Extras<'_>,
-) -> Vec<(String, Option<String>)> {
+) -> Vec<(String, Option<ManagedSecret>)> {
     let mut out = Vec::new();
     for reg in registries {
-        if let Some(config) = policy.config_for(reg) {
-            if let Some(name) = &config.pull_secret {
-                out.push((name.clone(), None));
-            } else if extras.managed_secrets && config.wants_managed_secret() {
-                out.push((crate::dockerconfig::managed_name(reg), Some(reg.clone())));
+        let image = images.get(reg).cloned().unwrap_or_else(|| reg.clone());
+        match policy.credential_source(reg, &image) {
+            Some(crate::policy::CredentialSource::UserSecret(name)) => out.push((name, None)),
+            Some(source) if extras.managed_secrets => {
+                let name = crate::dockerconfig::managed_name(reg);
+                let managed = ManagedSecret {
+                    name: name.clone(),
+                    registry: reg.clone(),
+                    source: source.to_string(),
+                    image,
+                };
+                out.push((name, Some(managed)))
             }
+            _ => {}
         }
         if policy.pull_secrets_from_namespace {
             out.extend(

@@ -26,6 +26,7 @@ const MAX_CACHED: usize = 50_000;
 pub type Observer = Arc<dyn Fn(&str, Duration) + Send + Sync>;
 
 const TIMED_OUT: &str = "timed out (verify.timeout)";
+const REFUSED: &str = "unauthorized: the credentials were refused";
 
 /// The most of a registry's answer body that is read: token answers are a few KB.
 pub const MAX_REGISTRY_BODY: usize = 64 * 1024;
@@ -49,6 +50,8 @@ struct Inner {
     observe: Observer,
     /// Resolves credentials kept in Secrets (`serve --pull-secrets`).
     pull_secrets: std::sync::OnceLock<Arc<crate::secrets::PullSecrets>>,
+    /// ECR tokens and credential providers (serve).
+    cloud: std::sync::OnceLock<Arc<crate::credentials::Cloud>>,
 }
 
 impl Checker {
@@ -60,6 +63,7 @@ impl Checker {
                 inflight: Mutex::default(),
                 observe,
                 pull_secrets: std::sync::OnceLock::new(),
+                cloud: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -67,6 +71,12 @@ impl Checker {
     /// Reads credentials through `pull_secrets`, which also knows `credentialsSecret`.
     pub fn with_pull_secrets(self, pull_secrets: Arc<crate::secrets::PullSecrets>) -> Self {
         self.inner.pull_secrets.get_or_init(|| pull_secrets);
+        self
+    }
+
+    /// Fetches ECR tokens and runs credential providers through `cloud`.
+    pub fn with_cloud(self, cloud: Arc<crate::credentials::Cloud>) -> Self {
+        self.inner.cloud.get_or_init(|| cloud);
         self
     }
 
@@ -307,32 +317,53 @@ impl Inner {
     async fn request(&self, policy: &Policy, host: &str, url: &str) -> Presence {
         let started = Instant::now();
         let answer = match self.client(policy, host) {
-            Ok(client) => head_manifest(&client, url, || self.credentials(policy, host)).await,
+            Ok(client) => head_manifest(&client, url, || self.credentials(policy, host, url)).await,
             Err(e) => Presence::error(e.to_string()),
         };
+        if matches!(&answer, Presence::Absent { reason, .. } if reason == REFUSED) {
+            if let Some(cloud) = self.cloud.get() {
+                cloud.refused(host);
+            }
+        }
         (self.observe)(answer.label(), started.elapsed());
         answer
     }
 
-    /// `user:password` for a registry, from its `configs` source.
-    async fn credentials(&self, policy: &Policy, host: &str) -> Result<Option<String>, String> {
-        let Some(config) = policy.config_for(host) else {
-            return Ok(None);
-        };
-        if config.credentials.is_none()
-            && config.credential_file.is_none()
-            && config.credentials_secret.is_none()
-        {
+    /// `user:password` for a registry, from its `configs` source or a credential provider.
+    async fn credentials(
+        &self,
+        policy: &Policy,
+        host: &str,
+        url: &str,
+    ) -> Result<Option<String>, String> {
+        let image = image_of(host, url);
+        if policy.read_source(host, &image).is_none() {
             return Ok(None);
         }
         let resolved = match self.pull_secrets.get() {
-            Some(ps) => ps.basic_credentials(policy, host).await,
-            None => crate::secrets::resolve_entry(config, host, None)
-                .await
-                .map(|e| crate::dockerconfig::basic_of(&e)),
+            Some(ps) => ps.basic_credentials(policy, host, &image).await,
+            None => crate::secrets::resolve_entry(
+                policy,
+                host,
+                &image,
+                None,
+                self.cloud.get().map(|c| &**c),
+            )
+            .await
+            .map(|e| crate::dockerconfig::basic_of(&e)),
         };
         resolved.map_err(|e| e.to_string())
     }
+}
+
+/// The repository a manifest URL asks about (`host/library/nginx`), as a credential provider is
+/// asked about it.
+fn image_of(host: &str, url: &str) -> String {
+    let repo = url
+        .split_once("/v2/")
+        .and_then(|(_, rest)| rest.rsplit_once("/manifests/"))
+        .map_or("", |(repo, _)| repo);
+    format!("{host}/{repo}")
 }
 
 /// Where an endpoint's answer for a candidate is cached: a tag answer confirmed by its digest
@@ -417,7 +448,7 @@ where
                 .map(str::to_owned),
         },
         404 => Presence::absent(Absence::NotFound, "not found"),
-        401 | 403 => Presence::error("unauthorized: the credentials were refused"),
+        401 | 403 => Presence::error(REFUSED),
         code => Presence::error(format!("answered {code}")),
     }
 }

@@ -30,6 +30,9 @@ pub struct Decision {
     /// The registry the image is pulled from after the decision.
     #[serde(skip)]
     pub registry: Option<String>,
+    /// Left alone by an exclusion (`exclude`, the skip label), not for want of a mirror.
+    #[serde(skip)]
+    pub excluded: bool,
 }
 
 impl Decision {
@@ -37,16 +40,17 @@ impl Decision {
         self.result.as_deref().is_some_and(|r| r != self.image)
     }
 
-    fn unchanged(image: &str, reference: &Reference, reason: String) -> Self {
+    fn unchanged(image: &str, reference: &Reference, stay: Stay) -> Self {
         Decision {
             image: image.to_owned(),
             normalized: Some(reference.to_string()),
             result: Some(image.to_owned()),
             rule: None,
-            reason,
+            reason: stay.reason,
             error: None,
             tried: Vec::new(),
             registry: Some(reference.domain().to_owned()).filter(|d| !d.is_empty()),
+            excluded: stay.excluded,
         }
     }
 }
@@ -74,11 +78,12 @@ fn decide_inner(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Deci
                 error: Some(e.to_string()),
                 tried: Vec::new(),
                 registry: None,
+                excluded: false,
             }
         }
     };
     match route(policy, &reference) {
-        Err(reason) => Decision::unchanged(image, &reference, reason),
+        Err(stay) => Decision::unchanged(image, &reference, stay),
         Ok(Route::Mirror(mirror)) => {
             through_mirror(mirror, image, &reference, verdict, policy.verify.pin_digest)
         }
@@ -118,12 +123,29 @@ enum Route<'p> {
     Default(&'p DefaultRegistry),
 }
 
+/// Why a reference stays as it is.
+struct Stay {
+    reason: String,
+    excluded: bool,
+}
+
+impl From<String> for Stay {
+    fn from(reason: String) -> Self {
+        Stay {
+            reason,
+            excluded: false,
+        }
+    }
+}
+
 /// The route for a parsed reference, or why it stays as it is. Shared by the decision and by
 /// `candidates`, so verify asks exactly the endpoints the decision can choose from.
-fn route<'p>(policy: &'p Policy, reference: &Reference) -> Result<Route<'p>, String> {
+fn route<'p>(policy: &'p Policy, reference: &Reference) -> Result<Route<'p>, Stay> {
     let domain = reference.domain();
     if domain.is_empty() {
-        return Err("the reference names no valid registry host; left as it is".into());
+        return Err(
+            String::from("the reference names no valid registry host; left as it is").into(),
+        );
     }
     if !policy.exclude_images.is_empty() {
         if let Some(i) = policy
@@ -133,18 +155,21 @@ fn route<'p>(policy: &'p Policy, reference: &Reference) -> Result<Route<'p>, Str
             .next()
         {
             let pattern = &policy.exclude_image_patterns[i];
-            return Err(format!("excluded by exclude.images[{i}] `{pattern}`"));
+            return Err(Stay {
+                reason: format!("excluded by exclude.images[{i}] `{pattern}`"),
+                excluded: true,
+            });
         }
     }
     if policy.own_registries.contains(domain) {
-        return Err(format!("{domain} is already a mirror of this policy"));
+        return Err(format!("{domain} is already a mirror of this policy").into());
     }
     if let Some(mirror) = policy.mirror_for(domain) {
         return Ok(Route::Mirror(mirror));
     }
     match &policy.default_registry {
         Some(default) if !reference.domain_written() => Ok(Route::Default(default)),
-        _ => Err(format!("no mirror for {domain}")),
+        _ => Err(format!("no mirror for {domain}").into()),
     }
 }
 
@@ -152,7 +177,7 @@ fn failover(image: &str, reference: &Reference) -> Decision {
     Decision::unchanged(
         image,
         reference,
-        "verify: no endpoint has the image; the original reference stays".into(),
+        String::from("verify: no endpoint has the image; the original reference stays").into(),
     )
 }
 
@@ -200,7 +225,8 @@ fn through_mirror(
             format!(
                 "mirrors[{}] has no endpoints; pulled from {domain} itself",
                 mirror.key
-            ),
+            )
+            .into(),
         );
     };
     let endpoint = &first.endpoint;
@@ -211,7 +237,8 @@ fn through_mirror(
             format!(
                 "the first endpoint of mirrors[{}] is {domain} itself",
                 mirror.key
-            ),
+            )
+            .into(),
         );
     }
     let (path, rewrite) = rewrite_path(mirror, reference.path());
@@ -301,16 +328,19 @@ fn finish(
             error: None,
             tried: Vec::new(),
             registry: Some(host.to_owned()),
+            excluded: false,
         },
         Ok(_) => Decision::unchanged(
             image,
             reference,
-            format!("{rule} would give `{candidate}`, which names another registry; left as it is"),
+            format!("{rule} would give `{candidate}`, which names another registry; left as it is")
+                .into(),
         ),
         Err(e) => Decision::unchanged(
             image,
             reference,
-            format!("{rule} would give `{candidate}`, which is invalid ({e}); left as it is"),
+            format!("{rule} would give `{candidate}`, which is invalid ({e}); left as it is")
+                .into(),
         ),
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use image_mirror_webhook::dryrun::{self, Item};
 use image_mirror_webhook::mutate::Operation;
-use image_mirror_webhook::policy::{Policy, Severity};
+use image_mirror_webhook::policy::Policy;
 use image_mirror_webhook::yaml;
 use serde_json::Value;
 
@@ -37,22 +37,24 @@ fn every_example_policy_loads_unchanged() {
 }
 
 #[test]
-fn ecr_plugin_fields_are_reported_as_not_acted_on() {
+fn ecr_plugin_fields_are_acted_on_and_placeholders_said_to_be_no_ecr_host() {
     let loaded = Policy::load(&data("examples/rke-ecr.yaml")).unwrap();
-    let notes: Vec<String> = loaded
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Note)
-        .map(|d| d.to_string())
-        .collect();
+    let said: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
     assert!(
-        notes
+        !said
             .iter()
-            .any(|n| n.contains("ecrCredentialPlugin") && n.contains("not acted on")),
-        "{notes:?}"
+            .any(|n| n.contains("ecrCredentialPlugin") && n.contains("ignored")),
+        "{said:?}"
     );
-    assert!(notes.iter().any(|n| n.contains("services")), "{notes:?}");
-    assert!(!notes.concat().contains("SECRETKEY"));
+    // The docs' placeholders name no ECR registry: said, not refused.
+    assert!(
+        said.iter().any(|n| n.contains("warning")
+            && n.contains("ACCOUNTID.dkr.ecr.REGION.amazonaws.com")
+            && n.contains("not an ECR registry")),
+        "{said:?}"
+    );
+    assert!(said.iter().any(|n| n.contains("services")), "{said:?}");
+    assert!(!said.concat().contains("SECRETKEY"));
 }
 
 #[test]

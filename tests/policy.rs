@@ -189,14 +189,14 @@ fn the_common_configs_typo_is_pointed_out() {
 }
 
 #[test]
-fn rke_and_anthos_keys_that_do_nothing_are_noted() {
+fn rke_and_anthos_keys_that_do_nothing_are_noted_and_ecr_plugins_checked() {
     let text = "nodes:\n  - address: 1.2.3.4\nservices: {}\nkind: Cluster\nprivate_registries:\n  - url: r.example.com\n    ecrCredentialPlugin:\n      aws_access_key_id: AKIA\n";
     let (ok, d) = diagnostics(text);
     assert!(ok, "{}", render(&d));
     has(&d, Severity::Note, 1, 1, "RKE cluster.yml key, ignored");
     has(&d, Severity::Note, 3, 1, "RKE cluster.yml key, ignored");
     has(&d, Severity::Note, 4, 1, "Anthos");
-    has(&d, Severity::Note, 7, 5, "ECR credential plugin");
+    has(&d, Severity::Warning, 7, 5, "`r.example.com` is not an ECR registry");
     assert!(!render(&d).contains("AKIA"));
 }
 
@@ -227,4 +227,20 @@ fn secrets_never_show_in_debug_output() {
     let dump = format!("{:?}", p.policy);
     assert!(!dump.contains("s3cr3t-value"), "{dump}");
     assert!(dump.contains("<redacted>"));
+}
+
+#[test]
+fn ecr_registries_get_tokens_and_half_keys_are_refused() {
+    let ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+    let (ok, d) = diagnostics(&format!("configs:\n  {ecr}:\n    tls: {{insecure_skip_verify: false}}\n"));
+    assert!(ok, "{}", render(&d));
+    has(&d, Severity::Note, 2, 3, "ECR token for account 123456789012 in eu-west-1, from the webhook's AWS identity");
+    let (ok, d) = diagnostics(&format!(
+        "private_registries:\n  - url: {ecr}\n    ecrCredentialPlugin:\n      aws_access_key_id: AKIA\n"
+    ));
+    assert!(!ok);
+    has(&d, Severity::Error, 3, 5, "aws_access_key_id and aws_secret_access_key go together");
+    // A configs entry with credentials of its own keeps them.
+    let p = Policy::load(&format!("configs:\n  {ecr}:\n    auth: {{username: u, password: p}}\n")).unwrap();
+    assert!(!p.diagnostics.iter().any(|d| d.message.contains("ECR token")));
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::fake_api::FakeApi;
-use common::TempDir;
+use common::{ApiServe, TempDir};
 use image_mirror_webhook::dockerconfig::managed_name;
 use image_mirror_webhook::policy::Policy;
 use image_mirror_webhook::secrets::PullSecrets;
@@ -45,8 +45,8 @@ fn stored_config(api: &FakeApi, ns: &str) -> Value {
 #[tokio::test]
 async fn creates_the_secret_kubectl_would_and_reuses_it() {
     let api = FakeApi::start().await;
-    let ps = PullSecrets::new(api.client());
-    let name = ps.ensure(&inline(), "shop", HOST).await.unwrap();
+    let ps = PullSecrets::new(api.client(), None);
+    let name = ps.ensure(&inline(), "shop", HOST, HOST).await.unwrap();
     assert_eq!(name, managed_name(HOST));
     let secret = api.secret("shop", &name).unwrap();
     assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
@@ -88,9 +88,9 @@ async fn creates_the_secret_kubectl_would_and_reuses_it() {
     assert_eq!(stored_config(&api, "shop"), theirs);
 
     assert_eq!(api.secret_writes(), 1);
-    ps.ensure(&inline(), "shop", HOST).await.unwrap();
-    let again = PullSecrets::new(api.client());
-    again.ensure(&inline(), "shop", HOST).await.unwrap();
+    ps.ensure(&inline(), "shop", HOST, HOST).await.unwrap();
+    let again = PullSecrets::new(api.client(), None);
+    again.ensure(&inline(), "shop", HOST, HOST).await.unwrap();
     assert_eq!(
         api.secret_writes(),
         1,
@@ -102,14 +102,14 @@ async fn creates_the_secret_kubectl_would_and_reuses_it() {
 async fn a_burst_in_a_new_namespace_creates_each_secret_once() {
     let api = FakeApi::start().await;
     let replicas = [
-        Arc::new(PullSecrets::new(api.client())),
-        Arc::new(PullSecrets::new(api.client())),
+        Arc::new(PullSecrets::new(api.client(), None)),
+        Arc::new(PullSecrets::new(api.client(), None)),
     ];
     let policy = Arc::new(inline());
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let (ps, policy) = (replicas[i % 2].clone(), policy.clone());
-            tokio::spawn(async move { ps.ensure(&policy, "new-ns", HOST).await })
+            tokio::spawn(async move { ps.ensure(&policy, "new-ns", HOST, HOST).await })
         })
         .collect();
     for t in tasks {
@@ -121,9 +121,9 @@ async fn a_burst_in_a_new_namespace_creates_each_secret_once() {
 #[tokio::test]
 async fn rotation_reaches_managed_secrets_without_any_pod() {
     let api = FakeApi::start().await;
-    let ps = PullSecrets::new(api.client());
-    ps.ensure(&inline(), "a", HOST).await.unwrap();
-    ps.ensure(&inline(), "b", HOST).await.unwrap();
+    let ps = PullSecrets::new(api.client(), None);
+    ps.ensure(&inline(), "a", HOST, HOST).await.unwrap();
+    ps.ensure(&inline(), "b", HOST, HOST).await.unwrap();
     let rotated = policy_with(&format!(
         "auth: {{username: \"{USER}\", password: \"rotated-pw\"}}"
     ));
@@ -147,9 +147,9 @@ async fn credentials_from_a_secret_reference_and_a_docker_config_file() {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     api.put_secret("default", "mirror-login", json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
         "metadata": {"name": "mirror-login", "namespace": "default"}, "data": {"username": b64(USER), "password": b64(PASSWORD)}}));
-    let ps = PullSecrets::new(api.client());
+    let ps = PullSecrets::new(api.client(), None);
     let by_ref = policy_with("credentialsSecret: mirror-login");
-    ps.ensure(&by_ref, "shop", HOST).await.unwrap();
+    ps.ensure(&by_ref, "shop", HOST, HOST).await.unwrap();
     assert_eq!(
         stored_config(&api, "shop")["auths"][HOST]["password"],
         PASSWORD
@@ -179,7 +179,7 @@ async fn credentials_from_a_secret_reference_and_a_docker_config_file() {
     .unwrap()
     .policy;
     let name = ps
-        .ensure(&anthos, "shop", "172.18.0.20:5000")
+        .ensure(&anthos, "shop", "172.18.0.20:5000", "172.18.0.20:5000")
         .await
         .unwrap();
     let text = api.secret_text("shop", &name, ".dockerconfigjson").unwrap();
@@ -191,63 +191,15 @@ async fn credentials_from_a_secret_reference_and_a_docker_config_file() {
 async fn api_failures_are_errors_not_panics() {
     let api = FakeApi::start().await;
     api.fail_secret_writes(true);
-    let ps = PullSecrets::new(api.client());
-    let err = ps.ensure(&inline(), "shop", HOST).await.unwrap_err();
+    let ps = PullSecrets::new(api.client(), None);
+    let err = ps.ensure(&inline(), "shop", HOST, HOST).await.unwrap_err();
     assert!(
         err.to_string().contains("500") || err.to_string().contains("timed out"),
         "{err}"
     );
     assert!(!format!("{err:?}").contains(PASSWORD));
     let missing = policy_with("credentialsSecret: nope");
-    assert!(ps.ensure(&missing, "shop", HOST).await.is_err());
-}
-
-/// `serve --pull-secrets` against the fake API, ready.
-struct Serve {
-    server: common::Server,
-    client: reqwest::Client,
-    _kube: TempDir,
-}
-
-impl Serve {
-    async fn start(api: &FakeApi, policy: &str, extra: &[&str]) -> Serve {
-        let kube = TempDir::new("pullsecrets-kube");
-        let kubeconfig = api.kubeconfig(&kube.0);
-        let mut args = vec!["--pull-secrets"];
-        args.extend_from_slice(extra);
-        let server = common::Server::start(common::Options {
-            policy: Some(policy),
-            extra: &args,
-            kubeconfig: Some(&kubeconfig),
-            ..common::Options::default()
-        });
-        server.wait_ready().await;
-        Serve {
-            client: server.client(),
-            server,
-            _kube: kube,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        self.server.url(path)
-    }
-
-    fn logs(&self) -> String {
-        self.server.logs()
-    }
-
-    async fn review(&self, ns: &str, image: &str, dry_run: bool) -> (Value, Value) {
-        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns},
-            "spec": {"containers": [{"name": "c", "image": image}]}});
-        let review = common::create_review("u", ns, &pod, dry_run);
-        let answer = common::post_json(&self.client, &self.url("/mutate"), &review).await;
-        let mut after = pod.clone();
-        if let Some(patch) = common::decode_patch(&answer) {
-            json_patch::patch(&mut after, &patch).unwrap();
-        }
-        (answer, after)
-    }
+    assert!(ps.ensure(&missing, "shop", HOST, HOST).await.is_err());
 }
 
 fn secret_names(pod: &Value) -> Vec<String> {
@@ -275,7 +227,7 @@ async fn serve_makes_secrets_before_admission_and_never_on_dry_run() {
             "metadata": {"name": "testquay", "namespace": ns},
             "data": {".dockerconfigjson": b64(r#"{"auths":{"https://quay.io/v1/":{"auth":"cXVheTpwdw=="}}}"#)}}));
     }
-    let s = Serve::start(&api, &serve_policy(), &[]).await;
+    let s = ApiServe::start(&api, &serve_policy(), &[]).await;
 
     let (answer, pod) = s.review("shop", "nginx:1.25", true).await;
     assert_eq!(answer["response"]["allowed"], true);
@@ -341,7 +293,7 @@ async fn serve_makes_secrets_before_admission_and_never_on_dry_run() {
 async fn serve_follows_registry_credentials_made_and_removed_while_it_runs() {
     let api = FakeApi::start().await;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let s = Serve::start(&api, &serve_policy(), &[]).await;
+    let s = ApiServe::start(&api, &serve_policy(), &[]).await;
     let attached =
         || async { secret_names(&s.review("shop", "quay.io/profile/image", false).await.1) };
     assert!(attached().await.is_empty());
@@ -371,7 +323,7 @@ async fn serve_follows_registry_credentials_made_and_removed_while_it_runs() {
 async fn api_failure_admits_with_a_warning_or_denies_when_fail_closed() {
     let api = FakeApi::start().await;
     api.fail_secret_writes(true);
-    let s = Serve::start(&api, &serve_policy(), &[]).await;
+    let s = ApiServe::start(&api, &serve_policy(), &[]).await;
     let (answer, pod) = s.review("shop", "nginx", false).await;
     assert_eq!(answer["response"]["allowed"], true);
     assert_eq!(secret_names(&pod), vec![managed_name(HOST)]);
@@ -384,7 +336,7 @@ async fn api_failure_admits_with_a_warning_or_denies_when_fail_closed() {
     );
     drop(s);
 
-    let s = Serve::start(&api, &serve_policy(), &["--fail-closed"]).await;
+    let s = ApiServe::start(&api, &serve_policy(), &["--fail-closed"]).await;
     let (answer, _) = s.review("shop", "nginx", false).await;
     assert_eq!(answer["response"]["allowed"], false);
     assert!(!answer.to_string().contains(PASSWORD));

@@ -19,6 +19,9 @@ need kubectl || apt_install kubernetes-client
 # Helm's own library (Go, in a wheel) lints and renders the chart: tests/chart/lint.py, render.py.
 python3 -c 'import helm_python' 2>/dev/null ||
   python3 -m pip install -q 'helm-python-sdk>=0.2.2,<0.3' </dev/null
+# A real AWS API double for the ECR tests (tests/ecr.rs): moto's server, started by the tests.
+python3 -c 'import moto.server, flask' 2>/dev/null ||
+  python3 -m pip install -q 'moto[server]>=5.1,<6' </dev/null
 # openssl runs certs/make-dev-certs.sh in tests/server.rs; curl runs serve's startup hint as
 # printed (tests/firstday.rs).
 need openssl || apt_install openssl

@@ -376,6 +376,7 @@ async fn credentials_from_a_docker_config_file_and_from_a_secret() {
         "data": {"username": b64("robot"), "password": b64("pw")}}));
     let pull_secrets = Arc::new(image_mirror_webhook::secrets::PullSecrets::new(
         api.client(),
+        None,
     ));
     let c = checker().with_pull_secrets(pull_secrets);
     let (chosen, tried) = result(&c, &by_secret, "nginx").await;

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use regex::bytes::{Regex, RegexSet};
 
-use super::document::{edit_distance, Document, MirrorDoc, ProfileDoc, Reader, Spanned};
+use super::document::{
+    edit_distance, Document, EcrPluginDoc, MirrorDoc, ProfileDoc, ProviderConfigDoc, Reader,
+    Spanned,
+};
 use super::endpoint::{self, reads_as_registry, Scheme};
 use super::{
-    Credentials, DefaultRegistry, Diagnostic, Mirror, MirrorEndpoint, Policy, Profile, ProfileMode,
-    RegistryConfig, Rewrite, Severity, Tls, Verify,
+    AwsKeys, CredentialSource, Credentials, DefaultRegistry, Diagnostic, EcrSource, Mirror,
+    MirrorEndpoint, Policy, Profile, ProfileMode, RegistryConfig, Rewrite, Severity, Tls, Verify,
 };
 use crate::names::is_dns_subdomain;
 use crate::reference::{is_domain, Reference, DOCKER_HUB};
@@ -218,6 +221,21 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
             plain_text_warning(&mut r, p.pos, &format!("{path}.password"));
         }
         let host = url.split('/').next().unwrap_or_default().to_owned();
+        if let Some(plugin) = &reg.ecr_plugin {
+            let source = ecr_plugin_source(
+                &mut r,
+                plugin,
+                &host,
+                &format!("{path}.ecrCredentialPlugin"),
+            );
+            if let Some(source) = source {
+                let entry = configs.entry(host.clone()).or_default();
+                entry.ecr.get_or_insert(source);
+            }
+        } else if crate::ecr::parse_host(&host).is_some() {
+            // RKE's instance-profile form: the node's (here, the webhook's) own AWS identity.
+            configs.entry(host.clone()).or_default();
+        }
         if reg.user.is_some() || reg.password.is_some() {
             let entry = configs.entry(host.clone()).or_default();
             if entry.credentials.is_none() {
@@ -233,6 +251,75 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
             default_registry = compile_default(&mut r, &url, pos, &path);
         }
     }
+    // An ECR registry with no credentials of its own gets tokens from the webhook's AWS identity.
+    for (host, config) in configs.iter_mut() {
+        if config.source().is_none() {
+            config.ecr = crate::ecr::parse_host(host).map(|registry| EcrSource {
+                registry,
+                keys: None,
+            });
+        }
+    }
+    let written_hosts = doc
+        .configs
+        .iter()
+        .map(|c| (c.key.value.as_str(), c.key.pos))
+        .chain(doc.private_registries.iter().filter_map(|p| {
+            let url = p.url.as_ref()?;
+            let bare = url.value.split("://").last().unwrap_or_default();
+            Some((bare.split('/').next().unwrap_or_default(), url.pos))
+        }));
+    let mut noted = HashSet::new();
+    for (host, pos) in written_hosts {
+        let Some(ecr) = configs.get(host).and_then(|c| c.ecr.as_ref()) else {
+            continue;
+        };
+        if noted.insert(host.to_owned()) {
+            r.push(
+                Severity::Note,
+                pos,
+                host,
+                format!(
+                    "pulls use an {} (fetched by serve, renewed at half its life)",
+                    CredentialSource::Ecr(ecr.clone())
+                ),
+                ecr.keys.is_none().then(|| {
+                    "the webhook's AWS identity: its environment, IRSA web identity, EKS Pod Identity or instance profile".to_owned()
+                }),
+            );
+        }
+    }
+    let credential_providers = doc
+        .credential_provider_config
+        .as_ref()
+        .map(|c| compile_providers(&mut r, c))
+        .unwrap_or_default();
+    if let Some(c) = &doc.credential_provider_config {
+        for p in &credential_providers {
+            let mut served: Vec<&str> = endpoint_hosts
+                .iter()
+                .map(String::as_str)
+                .filter(|h| p.serves(h))
+                .collect();
+            served.sort_unstable();
+            r.push(
+                Severity::Note,
+                c.pos,
+                "credentialProviderConfig",
+                format!(
+                    "credential provider {} serves images matching {}{}",
+                    p.name,
+                    p.match_images.join(", "),
+                    match served.is_empty() {
+                        true => String::new(),
+                        false => format!("; of the policy's registries: {}", served.join(", ")),
+                    }
+                ),
+                Some("serve runs it from --image-credential-provider-bin-dir for registries without credentials of their own".into()),
+            );
+        }
+    }
+
     if let Some(d) = &doc.default_registry {
         let url = strip_scheme(&mut r, d, "defaultRegistry");
         if default_registry.is_some() {
@@ -293,6 +380,7 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
         annotate_original: doc.annotate_original.unwrap_or(true),
         warnings: doc.warnings.unwrap_or(true),
         pull_secrets_from_namespace: doc.pull_secrets_from_namespace.unwrap_or(false),
+        credential_providers,
     };
     *diags = r.diags;
     Some(policy)
@@ -901,6 +989,213 @@ fn secret_name(r: &mut Reader, name: &Option<Spanned<String>>, path: &str) -> Op
     None
 }
 
+/// RKE's `ecrCredentialPlugin` for the registry `host`: its keys, or the webhook's own identity
+/// when it names none.
+fn ecr_plugin_source(
+    r: &mut Reader,
+    plugin: &EcrPluginDoc,
+    host: &str,
+    path: &str,
+) -> Option<EcrSource> {
+    let Some(registry) = crate::ecr::parse_host(host) else {
+        r.push(
+            Severity::Warning,
+            plugin.pos,
+            path,
+            format!("`{host}` is not an ECR registry, so no ECR token is fetched for it"),
+            Some("the url must read <12-digit account>.dkr.ecr.<region>.amazonaws.com".into()),
+        );
+        return None;
+    };
+    if let Some(secret) = &plugin.secret_access_key {
+        r.push(
+            Severity::Warning,
+            secret.pos,
+            path,
+            "plain-text AWS keys in the policy",
+            Some("drop the keys to use the webhook's own AWS identity (IRSA or EKS Pod Identity on its service account)".into()),
+        );
+    }
+    let keys = match (&plugin.access_key_id, &plugin.secret_access_key) {
+        (Some(id), Some(secret)) => Some(AwsKeys {
+            access_key_id: id.value.clone(),
+            secret_access_key: secret.value.clone(),
+            session_token: plugin.session_token.as_ref().map(|t| t.value.clone()),
+        }),
+        (None, None) => None,
+        _ => {
+            r.error(
+                plugin.pos,
+                path,
+                "aws_access_key_id and aws_secret_access_key go together",
+            );
+            return None;
+        }
+    };
+    Some(EcrSource { registry, keys })
+}
+
+/// The providers of a kubelet `CredentialProviderConfig`, validated as the kubelet does.
+fn compile_providers(r: &mut Reader, c: &ProviderConfigDoc) -> Vec<crate::credprovider::Provider> {
+    use crate::credprovider::{
+        parse_go_duration, Provider, CONFIG_API_VERSIONS, PLUGIN_API_VERSIONS,
+    };
+    const PATH: &str = "credentialProviderConfig";
+    match &c.api_version {
+        Some(v) if CONFIG_API_VERSIONS.contains(&v.value.as_str()) => {}
+        Some(v) => r.push(
+            Severity::Error,
+            v.pos,
+            &format!("{PATH}.apiVersion"),
+            format!("unknown apiVersion `{}`", v.value),
+            Some(format!("one of {}", CONFIG_API_VERSIONS.join(", "))),
+        ),
+        None => r.error(
+            c.pos,
+            PATH,
+            "apiVersion is required (kubelet.config.k8s.io/v1)",
+        ),
+    }
+    match &c.kind {
+        Some(k) if k.value == "CredentialProviderConfig" => {}
+        Some(k) => r.error(
+            k.pos,
+            &format!("{PATH}.kind"),
+            format!("kind `{}` is not CredentialProviderConfig", k.value),
+        ),
+        None => r.error(c.pos, PATH, "kind is required (CredentialProviderConfig)"),
+    }
+    if c.providers.is_empty() {
+        r.error(c.pos, PATH, "at least one provider is required");
+    }
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, p) in c.providers.iter().enumerate() {
+        let path = format!("{PATH}.providers[{i}]");
+        let before = r.diags.len();
+        let error = |r: &mut Reader, pos: Pos, what: &str, msg: String| {
+            r.error(pos, &format!("{path}{what}"), msg)
+        };
+        let name = match &p.name {
+            Some(n)
+                if n.value.is_empty()
+                    || n.value.contains(['/', '\\'])
+                    || n.value == "."
+                    || n.value == ".." =>
+            {
+                error(
+                    r,
+                    n.pos,
+                    ".name",
+                    format!("`{}` is not a plugin file name", n.value),
+                );
+                None
+            }
+            Some(n) if !names.insert(n.value.clone()) => {
+                error(
+                    r,
+                    n.pos,
+                    ".name",
+                    format!("duplicate provider name `{}`", n.value),
+                );
+                None
+            }
+            Some(n) => Some(n.value.clone()),
+            None => {
+                error(r, p.pos, "", "name is required".into());
+                None
+            }
+        };
+        if p.match_images.is_empty() {
+            error(
+                r,
+                p.pos,
+                ".matchImages",
+                "at least one matchImages entry is required".into(),
+            );
+        }
+        for m in &p.match_images {
+            if m.value.is_empty() || m.value.contains(char::is_whitespace) {
+                error(
+                    r,
+                    m.pos,
+                    ".matchImages",
+                    format!("`{}` is not an image pattern", m.value),
+                );
+            }
+        }
+        let duration = match &p.default_cache_duration {
+            Some(d) => parse_go_duration(&d.value).or_else(|| {
+                error(
+                    r,
+                    d.pos,
+                    ".defaultCacheDuration",
+                    format!("`{}` is not a duration (like 12h, 10m, 0s)", d.value),
+                );
+                None
+            }),
+            None => {
+                error(r, p.pos, "", "defaultCacheDuration is required".into());
+                None
+            }
+        };
+        match &p.api_version {
+            Some(v) if PLUGIN_API_VERSIONS.contains(&v.value.as_str()) => {}
+            Some(v) => error(
+                r,
+                v.pos,
+                ".apiVersion",
+                format!(
+                    "unknown plugin apiVersion `{}` (one of {})",
+                    v.value,
+                    PLUGIN_API_VERSIONS.join(", ")
+                ),
+            ),
+            None => error(
+                r,
+                p.pos,
+                "",
+                "apiVersion is required (credentialprovider.kubelet.k8s.io/v1)".into(),
+            ),
+        }
+        if let Some(pos) = p.token_attributes {
+            r.push(
+                Severity::Warning,
+                pos,
+                &format!("{path}.tokenAttributes"),
+                "this provider needs the pulling Pod's service account token, which only the kubelet has; the webhook does not use it",
+                None,
+            );
+            continue;
+        }
+        if r.diags.len() > before
+            && r.diags[before..]
+                .iter()
+                .any(|d| d.severity == Severity::Error)
+        {
+            continue;
+        }
+        let (Some(name), Some(duration), Some(api_version)) =
+            (name, duration, p.api_version.as_ref())
+        else {
+            continue;
+        };
+        out.push(Provider {
+            name,
+            match_images: p.match_images.iter().map(|m| m.value.clone()).collect(),
+            default_cache_duration: duration,
+            api_version: api_version.value.clone(),
+            args: p.args.iter().map(|a| a.value.clone()).collect(),
+            env: p
+                .env
+                .iter()
+                .map(|(n, v)| (n.value.clone(), v.value.clone()))
+                .collect(),
+        });
+    }
+    out
+}
+
 fn merge_config(into: &mut RegistryConfig, from: RegistryConfig) {
     if from.credentials.is_some() {
         into.credentials = from.credentials;
@@ -910,6 +1205,9 @@ fn merge_config(into: &mut RegistryConfig, from: RegistryConfig) {
     }
     if from.credentials_secret.is_some() {
         into.credentials_secret = from.credentials_secret;
+    }
+    if from.ecr.is_some() {
+        into.ecr = from.ecr;
     }
     if from.tls != Tls::default() {
         into.tls = from.tls;

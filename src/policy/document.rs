@@ -26,6 +26,7 @@ pub struct Document {
     pub verify: VerifyDoc,
     pub annotate_original: Option<bool>,
     pub warnings: Option<bool>,
+    pub credential_provider_config: Option<ProviderConfigDoc>,
     pub empty: bool,
 }
 
@@ -68,6 +69,38 @@ pub struct PrivateRegistryDoc {
     pub user: Option<Spanned<String>>,
     pub password: Option<Spanned<Secret>>,
     pub is_default: bool,
+    /// RKE's `ecrCredentialPlugin`.
+    pub ecr_plugin: Option<EcrPluginDoc>,
+}
+
+#[derive(Debug)]
+pub struct EcrPluginDoc {
+    pub pos: Pos,
+    pub access_key_id: Option<Spanned<String>>,
+    pub secret_access_key: Option<Spanned<Secret>>,
+    pub session_token: Option<Spanned<Secret>>,
+}
+
+/// A kubelet `CredentialProviderConfig`, as written.
+#[derive(Debug, Default)]
+pub struct ProviderConfigDoc {
+    pub pos: Pos,
+    pub api_version: Option<Spanned<String>>,
+    pub kind: Option<Spanned<String>>,
+    pub providers: Vec<ProviderDoc>,
+}
+
+#[derive(Debug, Default)]
+pub struct ProviderDoc {
+    pub pos: Pos,
+    pub name: Option<Spanned<String>>,
+    pub match_images: Vec<Spanned<String>>,
+    pub default_cache_duration: Option<Spanned<String>>,
+    pub api_version: Option<Spanned<String>>,
+    pub args: Vec<Spanned<String>>,
+    pub env: Vec<(Spanned<String>, Spanned<String>)>,
+    /// `tokenAttributes`: service account tokens, which only the kubelet has.
+    pub token_attributes: Option<Pos>,
 }
 
 #[derive(Debug)]
@@ -117,6 +150,7 @@ const TOP_KEYS: &[&str] = &[
     "verify",
     "annotateOriginal",
     "warnings",
+    "credentialProviderConfig",
 ];
 
 /// Keys of RKE's `cluster.yml` and Anthos's cluster configuration that mean nothing at admission.
@@ -409,6 +443,9 @@ pub(super) fn read(text: &str) -> (Option<Document>, Vec<Diagnostic>) {
             "verify" => doc.verify = read_verify(&mut r, value),
             "annotateOriginal" => doc.annotate_original = r.bool(value, name),
             "warnings" => doc.warnings = r.bool(value, name),
+            "credentialProviderConfig" => {
+                doc.credential_provider_config = Some(read_provider_config(&mut r, value))
+            }
             _ if RKE_KEYS.contains(&name) => r.ignored(key, "", "RKE cluster.yml"),
             _ if ANTHOS_KEYS.contains(&name) => r.ignored(key, "", "Anthos cluster configuration"),
             _ => r.unknown(key, "", TOP_KEYS),
@@ -530,6 +567,7 @@ fn read_private_registries(r: &mut Reader, node: &Node) -> Vec<PrivateRegistryDo
             user: None,
             password: None,
             is_default: false,
+            ecr_plugin: None,
         };
         for (k, v) in r.map(item, &path) {
             let f = k.as_str().unwrap_or_default();
@@ -539,23 +577,125 @@ fn read_private_registries(r: &mut Reader, node: &Node) -> Vec<PrivateRegistryDo
                 "user" => reg.user = r.string(v, &at),
                 "password" => reg.password = r.secret(v, &at),
                 "is_default" => reg.is_default = r.bool(v, &at).unwrap_or(false),
-                "ecrCredentialPlugin" | "ecr_credential_plugin" => r.push(
-                    Severity::Note,
-                    k.pos,
-                    &at,
-                    "ECR credential plugin settings are not acted on: ECR tokens expire and are fetched on the node",
-                    Some("give the webhook a pull secret for the registry, or keep the plugin on the nodes".into()),
-                ),
+                "ecrCredentialPlugin" | "ecr_credential_plugin" => {
+                    let mut plugin = EcrPluginDoc {
+                        pos: k.pos,
+                        access_key_id: None,
+                        secret_access_key: None,
+                        session_token: None,
+                    };
+                    for (pk, pv) in r.map(v, &at) {
+                        let pf = pk.as_str().unwrap_or_default();
+                        let pat = format!("{at}.{pf}");
+                        match pf {
+                            "aws_access_key_id" => plugin.access_key_id = r.string(pv, &pat),
+                            "aws_secret_access_key" => {
+                                plugin.secret_access_key = r.secret(pv, &pat)
+                            }
+                            "aws_session_token" => plugin.session_token = r.secret(pv, &pat),
+                            _ => r.unknown(
+                                pk,
+                                &at,
+                                &[
+                                    "aws_access_key_id",
+                                    "aws_secret_access_key",
+                                    "aws_session_token",
+                                ],
+                            ),
+                        }
+                    }
+                    reg.ecr_plugin = Some(plugin);
+                }
                 _ => r.unknown(
                     k,
                     &path,
-                    &["url", "user", "password", "is_default", "ecrCredentialPlugin"],
+                    &[
+                        "url",
+                        "user",
+                        "password",
+                        "is_default",
+                        "ecrCredentialPlugin",
+                    ],
                 ),
             }
         }
         out.push(reg);
     }
     out
+}
+
+fn read_provider_config(r: &mut Reader, node: &Node) -> ProviderConfigDoc {
+    const PATH: &str = "credentialProviderConfig";
+    let mut out = ProviderConfigDoc {
+        pos: node.pos,
+        ..ProviderConfigDoc::default()
+    };
+    for (k, v) in r.map(node, PATH) {
+        let f = k.as_str().unwrap_or_default();
+        let at = join(PATH, f);
+        match f {
+            "apiVersion" => out.api_version = r.string(v, &at),
+            "kind" => out.kind = r.string(v, &at),
+            "providers" => {
+                for (i, item) in r.list(v, &at).iter().enumerate() {
+                    out.providers
+                        .push(read_provider(r, item, &format!("{at}[{i}]")));
+                }
+            }
+            _ => r.unknown(k, PATH, &["apiVersion", "kind", "providers"]),
+        }
+    }
+    out
+}
+
+fn read_provider(r: &mut Reader, node: &Node, path: &str) -> ProviderDoc {
+    let mut p = ProviderDoc {
+        pos: node.pos,
+        ..ProviderDoc::default()
+    };
+    for (k, v) in r.map(node, path) {
+        let f = k.as_str().unwrap_or_default();
+        let at = join(path, f);
+        match f {
+            "name" => p.name = r.string(v, &at),
+            "matchImages" => p.match_images = r.strings(v, &at),
+            "defaultCacheDuration" => p.default_cache_duration = r.string(v, &at),
+            "apiVersion" => p.api_version = r.string(v, &at),
+            "args" => p.args = r.strings(v, &at),
+            "env" => {
+                for (i, e) in r.list(v, &at).iter().enumerate() {
+                    let eat = format!("{at}[{i}]");
+                    let (mut name, mut value) = (None, None);
+                    for (ek, ev) in r.map(e, &eat) {
+                        match ek.as_str().unwrap_or_default() {
+                            "name" => name = r.string(ev, &join(&eat, "name")),
+                            "value" => value = r.string(ev, &join(&eat, "value")),
+                            _ => r.unknown(ek, &eat, &["name", "value"]),
+                        }
+                    }
+                    match (name, value) {
+                        (Some(n), Some(v)) => p.env.push((n, v)),
+                        _ => r.error(e.pos, &eat, "an env entry needs a name and a value"),
+                    }
+                }
+            }
+            "tokenAttributes" => p.token_attributes = Some(k.pos),
+            _ => r.unknown(
+                k,
+                path,
+                &[
+                    "name",
+                    "matchImages",
+                    "defaultCacheDuration",
+                    "apiVersion",
+                    "args",
+                    "env",
+                    "tokenAttributes",
+                ],
+            ),
+        }
+    }
+    p
 }
 
 fn read_registry_mirrors(r: &mut Reader, node: &Node) -> Vec<RegistryMirrorDoc> {

@@ -70,26 +70,7 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// A credential from the policy. It has no `Display`, and `Debug` hides it, so it cannot reach a
-/// log line or an error message by accident.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::redacted::Secret;
 
 /// Credentials the policy holds for one registry host.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -121,16 +102,90 @@ pub struct RegistryConfig {
     /// A Secret in the webhook's own namespace that holds the credentials (basic-auth or
     /// dockerconfigjson): the recommended form, which keeps passwords out of the policy.
     pub credentials_secret: Option<String>,
+    /// Tokens from ECR's GetAuthorizationToken, for an ECR registry.
+    pub ecr: Option<EcrSource>,
+}
+
+/// Where an ECR registry's tokens come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcrSource {
+    pub registry: crate::ecr::Registry,
+    /// RKE's `ecrCredentialPlugin` keys; `None`: the webhook's own AWS identity.
+    pub keys: Option<AwsKeys>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsKeys {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+}
+
+/// Where a registry's credentials come from, as `check` and `dry-run` name it (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// `pullSecret`: a Secret the user keeps, attached as it is.
+    UserSecret(String),
+    /// Inline in the policy.
+    Policy,
+    /// A Docker config file on the webhook's file system.
+    File(String),
+    /// A Secret in the webhook's namespace.
+    Secret(String),
+    Ecr(EcrSource),
+    /// A kubelet credential provider plugin, by name.
+    Provider(String),
+}
+
+impl fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialSource::UserSecret(n) => write!(f, "Secret {n}, attached as it is"),
+            CredentialSource::Policy => f.write_str("credentials in the policy"),
+            CredentialSource::File(p) => write!(f, "Docker config file {p}"),
+            CredentialSource::Secret(n) => write!(f, "Secret {n} in the webhook's namespace"),
+            CredentialSource::Ecr(e) => write!(
+                f,
+                "ECR token for account {} in {}, from {}",
+                e.registry.account,
+                e.registry.region,
+                match e.keys {
+                    Some(_) => "the ecrCredentialPlugin keys",
+                    None => "the webhook's AWS identity",
+                }
+            ),
+            CredentialSource::Provider(n) => write!(f, "kubelet credential provider {n}"),
+        }
+    }
 }
 
 impl RegistryConfig {
+    /// Where this registry's credentials come from: the user's own Secret, else what the webhook
+    /// reads itself (`read_source`).
+    pub fn source(&self) -> Option<CredentialSource> {
+        match &self.pull_secret {
+            Some(n) => Some(CredentialSource::UserSecret(n.clone())),
+            None => self.read_source(),
+        }
+    }
+
+    /// The credentials the webhook reads itself, for managed Secrets and verify.
+    pub fn read_source(&self) -> Option<CredentialSource> {
+        if let Some(n) = &self.credentials_secret {
+            Some(CredentialSource::Secret(n.clone()))
+        } else if self.credentials.is_some() {
+            Some(CredentialSource::Policy)
+        } else if let Some(p) = &self.credential_file {
+            Some(CredentialSource::File(p.clone()))
+        } else {
+            self.ecr.clone().map(CredentialSource::Ecr)
+        }
+    }
+
     /// Whether the webhook makes a managed pull secret for this registry: it has credentials and
     /// the user names no Secret of their own for it.
     pub fn wants_managed_secret(&self) -> bool {
-        self.pull_secret.is_none()
-            && (self.credentials.is_some()
-                || self.credential_file.is_some()
-                || self.credentials_secret.is_some())
+        self.pull_secret.is_none() && self.read_source().is_some()
     }
 }
 
@@ -247,6 +302,8 @@ pub struct Policy {
     pub annotate_original: bool,
     pub warnings: bool,
     pub pull_secrets_from_namespace: bool,
+    /// `credentialProviderConfig`'s providers, in order.
+    pub credential_providers: Vec<crate::credprovider::Provider>,
 }
 
 /// A policy that loaded, with what `check` has to say about it.
@@ -322,6 +379,44 @@ impl Policy {
     pub fn config_for(&self, host: &str) -> Option<&RegistryConfig> {
         let host = crate::reference::canonical_host(host);
         self.configs.get(host).or(self.wildcard_config.as_ref())
+    }
+
+    /// Where the credentials for pulling `image` from `host` come from: the registry's `configs`
+    /// source, else the first credential provider that serves the image.
+    pub fn credential_source(&self, host: &str, image: &str) -> Option<CredentialSource> {
+        self.config_for(host)
+            .and_then(RegistryConfig::source)
+            .or_else(|| self.provider_source(image))
+    }
+
+    /// As `credential_source`, leaving out a `pullSecret` the user keeps: what the webhook reads.
+    pub fn read_source(&self, host: &str, image: &str) -> Option<CredentialSource> {
+        self.config_for(host)
+            .and_then(RegistryConfig::read_source)
+            .or_else(|| self.provider_source(image))
+    }
+
+    fn provider_source(&self, image: &str) -> Option<CredentialSource> {
+        self.providers_for(image)
+            .next()
+            .map(|p| CredentialSource::Provider(p.name.clone()))
+    }
+
+    /// The ECR registries the policy gets tokens for, with where from.
+    pub fn ecr_registries(&self) -> impl Iterator<Item = (&str, &EcrSource)> {
+        self.configs
+            .iter()
+            .filter_map(|(h, c)| c.ecr.as_ref().map(|e| (h.as_str(), e)))
+    }
+
+    /// The credential providers that serve `image`, in the config's order.
+    pub fn providers_for<'a>(
+        &'a self,
+        image: &'a str,
+    ) -> impl Iterator<Item = &'a crate::credprovider::Provider> + 'a {
+        self.credential_providers
+            .iter()
+            .filter(move |p| p.serves(image))
     }
 
     pub fn is_http(&self, host: &str) -> bool {

@@ -11,11 +11,12 @@ use kube::api::{ListParams, ObjectMeta};
 use kube::{Api, Client};
 use serde_json::Value;
 
+use crate::credentials::Cloud;
 use crate::dockerconfig::{
     basic_of, docker_config, entry, entry_in_config, managed_name, DOCKER_CONFIG_KEY,
     DOCKER_CONFIG_TYPE, MANAGED_BY, MANAGED_BY_LABEL, REGISTRY_ANNOTATION,
 };
-use crate::policy::{Credentials, Policy, RegistryConfig};
+use crate::policy::{CredentialSource, Credentials, Policy};
 use crate::sync::lock;
 
 use super::Want;
@@ -28,51 +29,76 @@ pub enum SecretError {
     Source(String, String),
 }
 
-/// The `auths` entry for `host` from its `configs` source: inline credentials, a Docker config
-/// file, or a Secret in the webhook's namespace (read through `secrets`, when given).
+/// The `auths` entry for pulling `image` from `host`: from the registry's `configs` source
+/// (inline credentials, a Docker config file, a Secret in the webhook's namespace read through
+/// `secrets`, an ECR token), else from the first credential provider serving the image. ECR and
+/// providers need `cloud` (serve).
 pub async fn resolve_entry(
-    config: &RegistryConfig,
+    policy: &Policy,
     host: &str,
+    image: &str,
     secrets: Option<&Api<Secret>>,
+    cloud: Option<&Cloud>,
 ) -> Result<Value, SecretError> {
     let err = |why: String| SecretError::Source(host.to_owned(), why);
-    if let Some(name) = &config.credentials_secret {
-        let Some(api) = secrets else {
-            return Err(err(format!(
-                "its credentials are in Secret {name}, which only `serve --pull-secrets` reads"
-            )));
-        };
-        let secret = api.get(name).await?;
-        let data = secret.data.unwrap_or_default();
-        if let Some(cfg) = data.get(DOCKER_CONFIG_KEY) {
-            entry_in_config(&cfg.0, host)
-                .ok_or_else(|| err(format!("Secret {name} has no auths entry for it")))
-        } else {
-            let text = |k: &str| {
-                data.get(k)
-                    .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            };
-            let (Some(username), Some(password)) = (text("username"), text("password")) else {
+    let config = policy.config_for(host);
+    match policy.read_source(host, image) {
+        None => Err(err("no credentials".into())),
+        Some(CredentialSource::Secret(name)) => {
+            let Some(api) = secrets else {
                 return Err(err(format!(
-                    "Secret {name} has neither .dockerconfigjson nor username and password"
+                    "its credentials are in Secret {name}, which only `serve --pull-secrets` reads"
                 )));
             };
-            Ok(entry(&Credentials {
-                username: Some(username),
-                password: Some(crate::policy::Secret::new(password)),
-                ..Credentials::default()
-            }))
+            let secret = api.get(&name).await?;
+            let data = secret.data.unwrap_or_default();
+            if let Some(cfg) = data.get(DOCKER_CONFIG_KEY) {
+                entry_in_config(&cfg.0, host)
+                    .ok_or_else(|| err(format!("Secret {name} has no auths entry for it")))
+            } else {
+                let text = |k: &str| {
+                    data.get(k)
+                        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                };
+                let (Some(username), Some(password)) = (text("username"), text("password")) else {
+                    return Err(err(format!(
+                        "Secret {name} has neither .dockerconfigjson nor username and password"
+                    )));
+                };
+                Ok(entry(&Credentials {
+                    username: Some(username),
+                    password: Some(crate::policy::Secret::new(password)),
+                    ..Credentials::default()
+                }))
+            }
         }
-    } else if let Some(c) = &config.credentials {
-        Ok(entry(c))
-    } else if let Some(path) = &config.credential_file {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| err(format!("cannot read {path}: {e}")))?;
-        entry_in_config(&bytes, host)
-            .ok_or_else(|| err(format!("{path} has no auths entry for it")))
-    } else {
-        Err(err("no credentials".into()))
+        Some(CredentialSource::Policy) => match config.and_then(|c| c.credentials.as_ref()) {
+            Some(c) => Ok(entry(c)),
+            None => Err(err("no credentials".into())),
+        },
+        Some(CredentialSource::File(path)) => {
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|e| err(format!("cannot read {path}: {e}")))?;
+            entry_in_config(&bytes, host)
+                .ok_or_else(|| err(format!("{path} has no auths entry for it")))
+        }
+        Some(CredentialSource::Ecr(source)) => {
+            let cloud = cloud.ok_or_else(|| err("ECR tokens are fetched by serve only".into()))?;
+            cloud
+                .ecr_entry(host, &source)
+                .await
+                .map_err(|e| err(e.to_string()))
+        }
+        Some(CredentialSource::Provider(name)) => {
+            let cloud = cloud
+                .ok_or_else(|| err(format!("credential provider {name} is run by serve only")))?;
+            cloud
+                .provider_entry(policy, image)
+                .await
+                .map_err(|e| err(e.to_string()))
+        }
+        Some(CredentialSource::UserSecret(_)) => Err(err("no credentials".into())),
     }
 }
 
@@ -90,10 +116,14 @@ pub struct PullSecrets {
     locks: Mutex<HashMap<SecretKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Resolved `.dockerconfigjson` by registry, refreshed by `resync`.
     resolved: ArcSwap<HashMap<String, Arc<Vec<u8>>>>,
+    /// ECR tokens and credential providers.
+    cloud: Option<Arc<Cloud>>,
+    /// The last image pulled from each registry, for a credential provider's request.
+    images: Mutex<HashMap<String, String>>,
 }
 
 impl PullSecrets {
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: Client, cloud: Option<Arc<Cloud>>) -> Self {
         let own_namespace = std::env::var("POD_NAMESPACE")
             .unwrap_or_else(|_| client.default_namespace().to_owned());
         PullSecrets {
@@ -102,17 +132,38 @@ impl PullSecrets {
             known: Mutex::default(),
             locks: Mutex::default(),
             resolved: ArcSwap::default(),
+            cloud,
+            images: Mutex::default(),
         }
+    }
+
+    /// Reads `credentialsSecret` references in `namespace` instead of the webhook's own.
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        namespace.clone_into(&mut self.own_namespace);
+        self
     }
 
     /// The `.dockerconfigjson` for `host` from the policy's source for it.
     async fn resolve(&self, policy: &Policy, host: &str) -> Result<Arc<Vec<u8>>, SecretError> {
-        let config = policy
-            .config_for(host)
-            .ok_or_else(|| SecretError::Source(host.to_owned(), "no configs entry".into()))?;
+        let image = lock(&self.images)
+            .get(host)
+            .cloned()
+            .unwrap_or_else(|| host.to_owned());
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.own_namespace);
-        let entry = resolve_entry(config, host, Some(&api)).await?;
+        let entry = resolve_entry(policy, host, &image, Some(&api), self.cloud.as_deref()).await?;
         Ok(Arc::new(docker_config(host, entry)))
+    }
+
+    /// Remembers an image pulled from `host`, for the credential provider's request.
+    fn saw(&self, host: &str, image: &str) {
+        let mut images = lock(&self.images);
+        if images.len() >= 10_000 {
+            // Registries named by reviews, so bounded: a lost entry only means the host is asked about.
+            images.clear();
+        }
+        if images.get(host).map(String::as_str) != Some(image) {
+            images.insert(host.to_owned(), image.to_owned());
+        }
     }
 
     /// `user:password` for `host` from the policy's credentials, for registry checks.
@@ -120,7 +171,9 @@ impl PullSecrets {
         &self,
         policy: &Policy,
         host: &str,
+        image: &str,
     ) -> Result<Option<String>, SecretError> {
+        self.saw(host, image);
         let data = self.data_for(policy, host).await?;
         Ok(entry_in_config(&data, host).and_then(|e| basic_of(&e)))
     }
@@ -147,7 +200,9 @@ impl PullSecrets {
         policy: &Policy,
         namespace: &str,
         host: &str,
+        image: &str,
     ) -> Result<String, SecretError> {
+        self.saw(host, image);
         let name = managed_name(host);
         let key = (namespace.to_owned(), name.clone());
         let data = self.data_for(policy, host).await?;
@@ -221,7 +276,11 @@ impl PullSecrets {
             }
             if fresh.get(&host).map(|d| &d[..]) != stored(&secret).as_deref() {
                 self.resolved.store(Arc::new(fresh.clone()));
-                self.ensure(policy, &ns, &host).await?;
+                let image = lock(&self.images)
+                    .get(&host)
+                    .cloned()
+                    .unwrap_or_else(|| host.clone());
+                self.ensure(policy, &ns, &host, &image).await?;
                 updated += 1;
             }
         }

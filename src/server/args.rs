@@ -13,7 +13,7 @@ pub enum LogFormat {
     Json,
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     crate::policy::parse_duration(s)
         .ok_or_else(|| format!("`{s}` is not a duration (500ms, 1s, 2m)"))
 }
@@ -72,6 +72,18 @@ pub struct ServeArgs {
     /// How often managed pull secrets are brought up to date with their credential sources.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub pull_secret_resync: Duration,
+    /// Where the kubelet credential provider plugins that the policy's credentialProviderConfig
+    /// names are (each an executable named after its provider), as the kubelet's flag of this name.
+    #[arg(long, value_name = "DIR")]
+    pub image_credential_provider_bin_dir: Option<PathBuf>,
+    /// How long a credential provider plugin may run before it is stopped. The kubelet allows a
+    /// minute; a review waits for the plugin, and the API server waits at most 30 s for a review.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub credential_provider_timeout: Duration,
+    /// The longest an ECR token is used before another is fetched (they are also fetched at half
+    /// their 12-hour life, and at once after a registry refuses one).
+    #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = duration)]
+    pub ecr_token_max_age: Duration,
     /// Plain-HTTP listener for /healthz, /readyz and /metrics.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,

@@ -37,6 +37,12 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FetchLabel {
+    pub source: String,
+    pub result: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub reviews: Family<OutcomeLabel, Counter>,
@@ -56,6 +62,7 @@ pub struct Metrics {
     pub certificate_expiry: Family<SourceLabel, Gauge>,
     pub policy_info: Family<HashLabel, Gauge>,
     pub policy_last_success: Gauge,
+    pub credential_fetches: Family<FetchLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -161,8 +168,15 @@ impl Default for Metrics {
             "When the policy in force was loaded (Unix time)",
             policy_last_success.clone(),
         );
+        let credential_fetches = Family::<FetchLabel, Counter>::default();
+        registry.register(
+            "credential_fetches",
+            "Credentials fetched: ECR tokens and credential provider runs, by source (ecr, provider) and result (success, failure); a failed ECR refresh keeps the last token",
+            credential_fetches.clone(),
+        );
         Metrics {
             registry,
+            credential_fetches,
             reviews,
             review_seconds,
             rewrites,
@@ -185,6 +199,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one credential fetch.
+    pub fn credential_fetch(&self, source: &str, ok: bool) {
+        self.credential_fetches
+            .get_or_create(&FetchLabel {
+                source: source.to_owned(),
+                result: if ok { "success" } else { "failure" }.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -1,7 +1,7 @@
 //! `serve`: the HTTPS admission server and its admin listener, put together from the parts below,
 //! and graceful shutdown.
 
-mod args;
+pub(crate) mod args;
 pub mod body;
 pub mod conn;
 pub mod metrics;
@@ -53,13 +53,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut state = State::with_limits(
+    let mut state = State::with_credentials(
         args.fail_closed,
         state::Limits {
             max_body: args.max_body_bytes,
             max_bodies: args.max_bodies_bytes,
             request_timeout: args.request_timeout,
             max_policy: args.max_policy_bytes,
+        },
+        crate::credentials::Settings {
+            plugin_dir: args.image_credential_provider_bin_dir.clone(),
+            plugin_timeout: args.credential_provider_timeout,
+            ecr_max_age: args.ecr_token_max_age,
         },
     );
     let client =
@@ -72,7 +77,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
     let mut tasks = tokio::task::JoinSet::new();
     if let (true, Some(client)) = (args.pull_secrets, client.clone()) {
-        let pull_secrets = Arc::new(crate::secrets::PullSecrets::new(client.clone()));
+        let pull_secrets = Arc::new(crate::secrets::PullSecrets::new(
+            client.clone(),
+            Some(state.cloud.clone()),
+        ));
         state.checker = state.checker.with_pull_secrets(pull_secrets.clone());
         state.pull_secrets = Some(pull_secrets);
         state.managed_pull_secrets.store(true, Ordering::Relaxed);

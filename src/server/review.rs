@@ -107,7 +107,7 @@ async fn materialise(
             .mutation
             .managed_secrets
             .iter()
-            .map(|m| ps.ensure(policy, &ns, &m.registry)),
+            .map(|m| ps.ensure(policy, &ns, &m.registry, &m.image)),
     )
     .await;
     let names: Vec<String> = answer

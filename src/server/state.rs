@@ -16,6 +16,8 @@ pub struct State {
     pub pull_secrets: Option<Arc<crate::secrets::PullSecrets>>,
     pub namespace_secrets: Option<crate::secrets::NamespaceSecrets>,
     pub checker: crate::registry::Checker,
+    /// ECR tokens and credential providers, for pull secrets and verify.
+    pub cloud: Arc<crate::credentials::Cloud>,
     pub metrics: Arc<Metrics>,
     pub fail_closed: bool,
     pub bodies: Arc<body::Bodies>,
@@ -52,7 +54,21 @@ impl State {
     }
 
     pub fn with_limits(fail_closed: bool, limits: Limits) -> Self {
+        State::with_credentials(fail_closed, limits, crate::credentials::Settings::default())
+    }
+
+    /// A state whose ECR tokens and credential providers follow `settings`.
+    pub fn with_credentials(
+        fail_closed: bool,
+        limits: Limits,
+        settings: crate::credentials::Settings,
+    ) -> Self {
         let metrics = Arc::new(Metrics::default());
+        let counted = metrics.clone();
+        let cloud = Arc::new(crate::credentials::Cloud::new(
+            settings,
+            Arc::new(move |fetch, ok| counted.credential_fetch(fetch.label(), ok)),
+        ));
         let observed = metrics.clone();
         let observe: crate::registry::Observer = Arc::new(move |result: &str, took: Duration| {
             observed
@@ -63,13 +79,14 @@ impl State {
                 .inc();
             observed.verify_seconds.observe(took.as_secs_f64());
         });
-        let checker = crate::registry::Checker::new(observe);
+        let checker = crate::registry::Checker::new(observe).with_cloud(cloud.clone());
         let managed_pull_secrets = Arc::new(AtomicBool::new(false));
         let policy = PolicyStore::new(
             limits.max_policy,
             policy_observer(
                 metrics.clone(),
                 checker.clone(),
+                cloud.clone(),
                 managed_pull_secrets.clone(),
             ),
         );
@@ -84,6 +101,7 @@ impl State {
             pull_secrets: None,
             namespace_secrets: None,
             checker,
+            cloud,
             metrics,
             fail_closed,
             bodies: Arc::new(bodies),
@@ -109,11 +127,13 @@ impl State {
 fn policy_observer(
     metrics: Arc<Metrics>,
     checker: crate::registry::Checker,
+    cloud: Arc<crate::credentials::Cloud>,
     managed_pull_secrets: Arc<AtomicBool>,
 ) -> source::store::Observer {
     Box::new(move |reload| match reload {
         Reload::Loaded { policy, hash } => {
             checker.reset();
+            cloud.policy_changed(policy);
             Metrics::reload(&metrics.policy_reloads, true);
             metrics.policy_loaded(hash);
             if let Some(line) =

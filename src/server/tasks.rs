@@ -66,19 +66,23 @@ pub(super) fn watch_tls<T>(
     })
 }
 
-/// Brings managed pull secrets up to date with their sources, so a rotation needs no Pod change.
+/// Brings managed pull secrets up to date with their sources, so a rotation needs no Pod change:
+/// every `every`, and as soon as an ECR token is due (checked each second).
 pub(super) async fn resync_pull_secrets(
     pull_secrets: Arc<crate::secrets::PullSecrets>,
     state: Arc<State>,
     every: Duration,
 ) {
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(every));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
-        let Some(policy) = state.policy.current() else {
+        let due = last.is_none_or(|l| l.elapsed() >= every) || state.cloud.ecr_due();
+        let Some(policy) = state.policy.current().filter(|_| due) else {
             continue;
         };
+        last = Some(tokio::time::Instant::now());
         match pull_secrets.resync(&policy).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(updated = n, "managed pull secrets brought up to date"),

@@ -22,7 +22,7 @@ pub enum Reload<'a> {
 pub type Observer = Box<dyn Fn(Reload<'_>) + Send + Sync>;
 
 /// A short, stable name for a policy text, for the `policy_info` metric and the log.
-fn text_hash(text: &str) -> String {
+pub fn text_hash(text: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     digest.as_ref()[..8]
         .iter()

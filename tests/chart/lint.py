@@ -22,6 +22,10 @@ CASES = {
                          "existingSecret": {"name": "my-tls", "caBundle": "LS0tLS1CRUdJTg=="}},
     },
     "managed pull secrets": {"pullSecrets": {"enabled": True}},
+    "credential provider plugins": {
+        "pullSecrets": {"enabled": True},
+        "credentialProviders": {"volume": {"hostPath": {"path": "/etc/eks/image-credential-provider"}}},
+    },
     "failClosed, Fail, existing ConfigMap": {
         "webhook": {"failClosed": True, "failurePolicy": "Fail"},
         "existingPolicyConfigMap": "my-policy",

@@ -1,6 +1,8 @@
 //! A small fake Kubernetes API server on loopback: ConfigMaps and Secrets (list and watch, with
-//! resource versions, 410 Gone after a compaction, and watches that can be cut), Events, and
-//! MutatingWebhookConfigurations.
+//! resource versions, 410 Gone after a compaction, and watches that can be cut), Events,
+//! MutatingWebhookConfigurations, and workloads (Pods, Deployments, StatefulSets, DaemonSets,
+//! ReplicaSets, Jobs, CronJobs) listed in pages with `limit` and `continue`, whose continue tokens
+//! can be made to expire (410) and whose kinds can be forbidden (403).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -31,6 +33,13 @@ struct Inner {
     secret_writes: usize,
     fail_secret_writes: bool,
     webhook_configs: BTreeMap<String, Value>,
+    /// Workloads by (plural, namespace, name).
+    workloads: BTreeMap<(String, String, String), Value>,
+    forbidden: std::collections::HashSet<String>,
+    /// Plurals whose next continued list answers 410.
+    expire_next_continue: std::collections::HashSet<String>,
+    /// Every workload list request: (plural, limit, continue token).
+    workload_lists: Vec<(String, Option<String>, Option<String>)>,
 }
 
 #[derive(Clone)]
@@ -95,6 +104,13 @@ impl FakeApi {
             .route(
                 "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}",
                 get(get_webhook_config).patch(patch_webhook_config),
+            )
+            .route("/api/v1/pods", get(core_workloads_all))
+            .route("/api/v1/namespaces/{ns}/pods", get(core_workloads_ns))
+            .route("/apis/{group}/v1/{plural}", get(group_workloads_all))
+            .route(
+                "/apis/{group}/v1/namespaces/{ns}/{plural}",
+                get(group_workloads_ns),
             )
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -259,6 +275,163 @@ impl FakeApi {
     pub fn lists(&self) -> usize {
         self.shared.inner.lock().unwrap().lists
     }
+
+    /// Adds a workload; its plural comes from its `kind`.
+    pub fn put_workload(&self, object: Value) {
+        let plural = format!("{}s", object["kind"].as_str().unwrap().to_lowercase());
+        let key = (
+            plural,
+            object["metadata"]["namespace"].as_str().unwrap().to_owned(),
+            object["metadata"]["name"].as_str().unwrap().to_owned(),
+        );
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .workloads
+            .insert(key, object);
+    }
+
+    /// Lists of `plural` answer 403 Forbidden.
+    pub fn forbid(&self, plural: &str) {
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .forbidden
+            .insert(plural.to_owned());
+    }
+
+    /// The next list of `plural` that carries a continue token answers 410 Gone, as the API
+    /// server does once the token's resource version is compacted.
+    pub fn expire_next_continue(&self, plural: &str) {
+        let mut inner = self.shared.inner.lock().unwrap();
+        inner.expire_next_continue.insert(plural.to_owned());
+    }
+
+    /// The workload list requests so far: (plural, limit, continue).
+    pub fn workload_lists(&self) -> Vec<(String, Option<String>, Option<String>)> {
+        self.shared.inner.lock().unwrap().workload_lists.clone()
+    }
+}
+
+async fn core_workloads_all(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    list_workloads(&s, "pods", None, &q)
+}
+
+async fn core_workloads_ns(
+    State(s): State<Shared>,
+    Path(ns): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    list_workloads(&s, "pods", Some(&ns), &q)
+}
+
+async fn group_workloads_all(
+    State(s): State<Shared>,
+    Path((_group, plural)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    list_workloads(&s, &plural, None, &q)
+}
+
+async fn group_workloads_ns(
+    State(s): State<Shared>,
+    Path((_group, ns, plural)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    list_workloads(&s, &plural, Some(&ns), &q)
+}
+
+/// One page of a workload list: objects after the continue token's position, `limit` of them,
+/// and a token for the next page when more remain. Label selectors of `k=v` terms are applied.
+fn list_workloads(
+    s: &Shared,
+    plural: &str,
+    ns: Option<&str>,
+    q: &HashMap<String, String>,
+) -> Response {
+    let mut inner = s.inner.lock().unwrap();
+    let token = q.get("continue").cloned();
+    inner
+        .workload_lists
+        .push((plural.to_owned(), q.get("limit").cloned(), token.clone()));
+    if inner.forbidden.contains(plural) {
+        return status(
+            403,
+            "Forbidden",
+            &format!("{plural} is forbidden: User \"auditor\" cannot list resource \"{plural}\""),
+        );
+    }
+    if token.is_some() && inner.expire_next_continue.remove(plural) {
+        return status(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result.",
+        );
+    }
+    let after: Option<(String, String)> = token
+        .as_deref()
+        .and_then(|t| t.split_once('/'))
+        .map(|(a, b)| (a.to_owned(), b.to_owned()));
+    let terms: Vec<(String, String)> = q
+        .get("labelSelector")
+        .map(|l| {
+            l.split(',')
+                .filter_map(|t| t.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let limit: usize = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(usize::MAX);
+    let mut items = Vec::new();
+    let mut next = None;
+    for ((p, n, name), obj) in &inner.workloads {
+        if p != plural || ns.is_some_and(|ns| ns != n) {
+            continue;
+        }
+        if after
+            .as_ref()
+            .is_some_and(|(an, aname)| (n, name) <= (an, aname))
+        {
+            continue;
+        }
+        if !terms
+            .iter()
+            .all(|(k, v)| obj["metadata"]["labels"][k] == v.as_str())
+        {
+            continue;
+        }
+        if items.len() == limit {
+            next = items.last().map(|o: &Value| {
+                format!(
+                    "{}/{}",
+                    o["metadata"]["namespace"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            });
+            break;
+        }
+        // Items of a list carry no kind or apiVersion of their own.
+        let mut item = obj.clone();
+        if let Some(m) = item.as_object_mut() {
+            m.remove("kind");
+            m.remove("apiVersion");
+        }
+        items.push(item);
+    }
+    let mut metadata = json!({"resourceVersion": inner.rv.to_string()});
+    if let Some(n) = next {
+        metadata["continue"] = json!(n);
+    }
+    Json(json!({"apiVersion": "v1", "kind": "List", "metadata": metadata, "items": items}))
+        .into_response()
 }
 
 fn selected(cm: &Value, field_selector: Option<&String>) -> bool {

@@ -4,6 +4,7 @@
 
 pub mod fake_api;
 pub mod fake_registry;
+pub mod real_registry;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use image_mirror_webhook::server::tls;
+use serde_json::{json, Value};
 
 pub struct TempDir(pub PathBuf);
 
@@ -85,6 +87,8 @@ pub struct Options<'a> {
     pub extra: &'a [&'a str],
     /// For flags that reach the Kubernetes API (a fake one).
     pub kubeconfig: Option<&'a Path>,
+    /// Environment variables for the server.
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Default for Options<'_> {
@@ -96,6 +100,7 @@ impl Default for Options<'_> {
             own_tls: true,
             extra: &[],
             kubeconfig: None,
+            env: &[],
         }
     }
 }
@@ -134,6 +139,7 @@ impl Server {
         }
         let child = cmd
             .args(opts.extra)
+            .envs(opts.env.iter().copied())
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -334,4 +340,62 @@ pub fn create_review(
     serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
         "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
         "namespace": namespace, "dryRun": dry_run, "object": pod}})
+}
+
+/// `serve --pull-secrets` against the fake API, ready.
+pub struct ApiServe {
+    pub server: Server,
+    pub client: reqwest::Client,
+    _kube: TempDir,
+}
+
+impl ApiServe {
+    pub async fn start(api: &fake_api::FakeApi, policy: &str, extra: &[&str]) -> ApiServe {
+        ApiServe::start_with(api, policy, extra, &[]).await
+    }
+
+    pub async fn start_with(
+        api: &fake_api::FakeApi,
+        policy: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ApiServe {
+        let kube = TempDir::new("pullsecrets-kube");
+        let kubeconfig = api.kubeconfig(&kube.0);
+        let mut args = vec!["--pull-secrets"];
+        args.extend_from_slice(extra);
+        let server = Server::start(Options {
+            policy: Some(policy),
+            extra: &args,
+            kubeconfig: Some(&kubeconfig),
+            env,
+            ..Options::default()
+        });
+        server.wait_ready().await;
+        ApiServe {
+            client: server.client(),
+            server,
+            _kube: kube,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.server.url(path)
+    }
+
+    pub fn logs(&self) -> String {
+        self.server.logs()
+    }
+
+    pub async fn review(&self, ns: &str, image: &str, dry_run: bool) -> (Value, Value) {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns},
+            "spec": {"containers": [{"name": "c", "image": image}]}});
+        let review = create_review("u", ns, &pod, dry_run);
+        let answer = post_json(&self.client, &self.url("/mutate"), &review).await;
+        let mut after = pod.clone();
+        if let Some(patch) = decode_patch(&answer) {
+            json_patch::patch(&mut after, &patch).unwrap();
+        }
+        (answer, after)
+    }
 }

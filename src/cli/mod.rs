@@ -1,4 +1,6 @@
-//! The command line: `serve`, `dry-run` and `check`. Errors are one readable line each.
+//! The command line: `serve`, `dry-run`, `check` and `audit`. Errors are one readable line each.
+
+mod audit;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -28,6 +30,9 @@ pub enum Command {
     DryRun(DryRunArgs),
     /// Validate a policy: print every error, warning and note with its line and column.
     Check(CheckArgs),
+    /// What the policy would do to the workloads running in a cluster, and whether the mirrors
+    /// have their images. Read-only.
+    Audit(Box<audit::AuditArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => crate::server::run(*args).map(|()| ExitCode::SUCCESS),
         Command::DryRun(args) => dry_run(&args),
         Command::Check(args) => check(&args),
+        Command::Audit(args) => audit::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -88,7 +94,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn read_text(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn read_text(path: &Path) -> anyhow::Result<String> {
     let mut bytes = Vec::new();
     if path == Path::new("-") {
         std::io::stdin().read_to_end(&mut bytes)?;
@@ -100,7 +106,7 @@ fn read_text(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Loads a policy file, printing its diagnostics to standard error when it is rejected.
-fn load_policy(path: &Path) -> anyhow::Result<Loaded> {
+pub(crate) fn load_policy(path: &Path) -> anyhow::Result<Loaded> {
     let text = read_text(path)?;
     Policy::load(&text).map_err(|rejected| {
         for d in &rejected.diagnostics {

@@ -1,0 +1,563 @@
+//! What the policy would do to a running cluster (pure): workloads in, one decision per distinct
+//! image with the workloads that use it, a summary by source registry and mirror, and the
+//! renderings a person or a CI job reads. `cli` lists the cluster and checks the mirrors.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::mutate::Operation;
+use crate::policy::Policy;
+use crate::rewrite::Decision;
+use crate::verdict::{Absence, Presence, Verdict};
+
+/// The kinds an audit lists, with their API group and version and plural, in listing order.
+pub const KINDS: &[(&str, &str, &str)] = &[
+    ("Pod", "v1", "pods"),
+    ("Deployment", "apps/v1", "deployments"),
+    ("StatefulSet", "apps/v1", "statefulsets"),
+    ("DaemonSet", "apps/v1", "daemonsets"),
+    ("ReplicaSet", "apps/v1", "replicasets"),
+    ("Job", "batch/v1", "jobs"),
+    ("CronJob", "batch/v1", "cronjobs"),
+];
+
+/// Whether an object of `kind` is audited on its own: not when its controller's template is
+/// audited already (a Deployment's ReplicaSets, a CronJob's Jobs, the Pods of any listed kind).
+pub fn audited_alone(kind: &str, object: &Value) -> bool {
+    let controller = object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
+        .and_then(|o| o.get("kind").and_then(Value::as_str));
+    match (kind, controller) {
+        (_, None) => true,
+        ("ReplicaSet", Some(owner)) => owner != "Deployment",
+        ("Job", Some(owner)) => owner != "CronJob",
+        ("Pod", Some(owner)) => !KINDS.iter().any(|(k, _, _)| *k == owner),
+        _ => true,
+    }
+}
+
+/// What an image comes to under the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Status {
+    /// Rewritten to a mirror.
+    Change,
+    /// Left as it is: no mirror for it, or already on one.
+    Unchanged,
+    /// Left alone by an exclusion.
+    Excluded,
+    /// Not a valid reference.
+    Invalid,
+}
+
+impl Status {
+    fn of(d: &Decision) -> Status {
+        if d.error.is_some() {
+            Status::Invalid
+        } else if d.excluded {
+            Status::Excluded
+        } else if d.changed() {
+            Status::Change
+        } else {
+            Status::Unchanged
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Change => "change",
+            Status::Unchanged => "unchanged",
+            Status::Excluded => "excluded",
+            Status::Invalid => "invalid",
+        }
+    }
+}
+
+/// What the mirror said about an image that would be rewritten (`--verify`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorCheck {
+    /// `present`, `missing` (every endpoint said not found) or `unknown` (an endpoint could not say).
+    pub result: &'static str,
+    /// The endpoint that has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub tried: Vec<crate::verdict::Tried>,
+}
+
+impl MirrorCheck {
+    pub fn of(v: &Verdict) -> MirrorCheck {
+        let result = if v.chosen.is_some() {
+            "present"
+        } else if !v.tried.is_empty()
+            && v.tried.iter().all(|t| {
+                matches!(
+                    t.answer,
+                    Presence::Absent {
+                        kind: Absence::NotFound,
+                        ..
+                    }
+                )
+            })
+        {
+            "missing"
+        } else {
+            "unknown"
+        };
+        MirrorCheck {
+            result,
+            endpoint: v
+                .chosen
+                .and_then(|i| v.tried.get(i))
+                .map(|t| t.endpoint.clone()),
+            tried: v.tried.clone(),
+        }
+    }
+}
+
+/// One distinct image, as written in the cluster.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageReport {
+    pub image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalized: Option<String>,
+    /// The registry it is pulled from today.
+    pub source: String,
+    pub status: Status,
+    /// Where admission would send it (the same reference when unchanged); null when invalid.
+    pub result: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorCheck>,
+    /// `Kind/namespace/name` of every workload that uses it, sorted.
+    pub workloads: Vec<String>,
+}
+
+/// One line of the summary: images from one source registry, and where they would go.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SummaryRow {
+    pub source: String,
+    /// The mirror registry the images would be pulled from; `-` when they would stay.
+    pub mirror: String,
+    pub images: usize,
+    pub workloads: usize,
+    pub would_change: usize,
+    pub missing: usize,
+    pub invalid: usize,
+    pub excluded: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    pub workloads: usize,
+    pub images: usize,
+    pub would_change: usize,
+    pub missing: usize,
+    pub invalid: usize,
+    pub excluded: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Where the policy came from, and the hash `serve` logs and exports for it.
+    pub policy: String,
+    pub totals: Totals,
+    pub summary: Vec<SummaryRow>,
+    pub images: Vec<ImageReport>,
+    /// Kinds that could not be listed (the audit of the rest stands).
+    pub errors: Vec<String>,
+    /// Whether `--verify` checked the mirrors.
+    pub verified: bool,
+}
+
+/// The image decisions of workloads seen so far: each distinct image decided once (twice when
+/// an exclusion leaves it alone in some namespaces only), with the workloads that use it; the
+/// objects themselves are not kept.
+#[derive(Default)]
+pub struct Audit {
+    /// By image and whether an exclusion left it alone.
+    images: HashMap<(String, bool), Seen>,
+    workloads: usize,
+}
+
+/// One image's decision and the `Kind/namespace/name` of the workloads that use it.
+type Seen = (Arc<Decision>, BTreeSet<Arc<str>>);
+
+impl Audit {
+    /// Adds one object of `kind` (as listed; its `kind` field may be missing). Objects without a
+    /// pod template are passed over.
+    pub fn add(&mut self, policy: &Policy, kind: &str, mut object: Value) {
+        if let Some(map) = object.as_object_mut() {
+            map.insert("kind".into(), Value::String(kind.to_owned()));
+        }
+        let meta = |k: &str| {
+            object
+                .pointer(&format!("/metadata/{k}"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let id: Arc<str> = format!("{kind}/{}/{}", meta("namespace"), meta("name")).into();
+        let options = crate::dryrun::Options::default();
+        let Ok(m) = crate::dryrun::plan(policy, &object, None, &Operation::Create, options) else {
+            return;
+        };
+        self.workloads += 1;
+        for d in m.decisions {
+            let entry = self
+                .images
+                .entry((d.decision.image.clone(), d.decision.excluded))
+                .or_insert_with(|| (d.decision.clone(), BTreeSet::new()));
+            entry.1.insert(id.clone());
+        }
+    }
+
+    /// Takes in what another audit saw (a kind listed on its own).
+    pub fn merge(&mut self, other: Audit) {
+        self.workloads += other.workloads;
+        for (image, (d, users)) in other.images {
+            self.images
+                .entry(image)
+                .or_insert_with(|| (d, BTreeSet::new()))
+                .1
+                .extend(users);
+        }
+    }
+
+    /// Workloads seen so far.
+    pub fn workloads(&self) -> usize {
+        self.workloads
+    }
+
+    /// The images that would be rewritten, for `--verify`.
+    pub fn changing_images(&self) -> Vec<String> {
+        let out: BTreeSet<&String> = self
+            .images
+            .iter()
+            .filter(|(_, (d, _))| Status::of(d) == Status::Change)
+            .map(|((i, _), _)| i)
+            .collect();
+        out.into_iter().cloned().collect()
+    }
+
+    /// The report, with what `--verify` found for each image (when it ran).
+    pub fn report(
+        self,
+        policy: String,
+        checks: Option<&HashMap<String, MirrorCheck>>,
+        errors: Vec<String>,
+    ) -> Report {
+        let mut images: Vec<ImageReport> = self
+            .images
+            .into_iter()
+            .map(|((image, _), (d, workloads))| {
+                // An exclusion decides before parsing, so the image itself names its registry.
+                let source =
+                    crate::reference::Reference::parse(d.normalized.as_deref().unwrap_or(&image))
+                        .ok()
+                        .filter(|_| d.error.is_none())
+                        .map_or_else(|| "(invalid)".to_owned(), |r| r.domain().to_owned());
+                let status = Status::of(&d);
+                ImageReport {
+                    mirror: checks
+                        .filter(|_| status == Status::Change)
+                        .and_then(|c| c.get(&image))
+                        .cloned(),
+                    image,
+                    normalized: d.normalized.clone(),
+                    source,
+                    status,
+                    result: d.result.clone(),
+                    rule: d.rule.clone(),
+                    reason: d.reason.clone(),
+                    error: d.error.clone(),
+                    workloads: workloads.iter().map(|w| w.to_string()).collect(),
+                }
+            })
+            .collect();
+        images
+            .sort_by(|a, b| (&a.source, &a.image, a.status).cmp(&(&b.source, &b.image, b.status)));
+        let mut rows: BTreeMap<(String, String), (SummaryRow, BTreeSet<&str>)> = BTreeMap::new();
+        let mut totals = Totals {
+            workloads: self.workloads,
+            images: images.len(),
+            ..Totals::default()
+        };
+        for i in &images {
+            let mirror = match i.status {
+                Status::Change => i
+                    .result
+                    .as_deref()
+                    .and_then(|r| crate::reference::Reference::parse(r).ok())
+                    .map_or_else(|| "-".to_owned(), |r| r.domain().to_owned()),
+                _ => "-".to_owned(),
+            };
+            let (row, workloads) = rows
+                .entry((i.source.clone(), mirror.clone()))
+                .or_insert_with(|| {
+                    (
+                        SummaryRow {
+                            source: i.source.clone(),
+                            mirror,
+                            ..SummaryRow::default()
+                        },
+                        BTreeSet::new(),
+                    )
+                });
+            row.images += 1;
+            workloads.extend(i.workloads.iter().map(String::as_str));
+            let missing = i.mirror.as_ref().is_some_and(|m| m.result == "missing");
+            for (yes, row_count, total) in [
+                (
+                    i.status == Status::Change,
+                    &mut row.would_change,
+                    &mut totals.would_change,
+                ),
+                (missing, &mut row.missing, &mut totals.missing),
+                (
+                    i.status == Status::Invalid,
+                    &mut row.invalid,
+                    &mut totals.invalid,
+                ),
+                (
+                    i.status == Status::Excluded,
+                    &mut row.excluded,
+                    &mut totals.excluded,
+                ),
+            ] {
+                if yes {
+                    *row_count += 1;
+                    *total += 1;
+                }
+            }
+        }
+        let summary = rows
+            .into_values()
+            .map(|(mut row, workloads)| {
+                row.workloads = workloads.len();
+                row
+            })
+            .collect();
+        Report {
+            policy,
+            totals,
+            summary,
+            images,
+            errors,
+            verified: checks.is_some(),
+        }
+    }
+}
+
+/// What makes `audit` exit 1 (`--fail-on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// An image would be rewritten to a mirror that lacks it (needs --verify).
+    Missing,
+    /// An image reference is invalid.
+    Invalid,
+    /// Any image would be rewritten.
+    Change,
+}
+
+impl Report {
+    /// Why the audit fails under `fail_on`, if it does; a kind that could not be listed always
+    /// fails it (an audit that did not see everything is no pass).
+    pub fn failures(&self, fail_on: &[FailOn]) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.errors.is_empty() {
+            out.push(format!("{} kind(s) could not be listed", self.errors.len()));
+        }
+        for f in fail_on {
+            let (n, what) = match f {
+                FailOn::Missing => (
+                    self.totals.missing,
+                    "would be rewritten to a mirror that lacks them",
+                ),
+                FailOn::Invalid => (self.totals.invalid, "are invalid references"),
+                FailOn::Change => (self.totals.would_change, "would be rewritten"),
+            };
+            if n > 0 {
+                out.push(format!("{n} image(s) {what}"));
+            }
+        }
+        out
+    }
+
+    /// A table for a terminal: the summary, then each image that changes, is missing, invalid or
+    /// excluded, with its workloads (the first few).
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "policy: {}", self.policy);
+        let _ = writeln!(
+            out,
+            "{} workloads, {} images: {} would change, {} missing in their mirror{}, {} invalid, {} excluded\n",
+            self.totals.workloads,
+            self.totals.images,
+            self.totals.would_change,
+            self.totals.missing,
+            if self.verified { "" } else { " (not checked: --verify)" },
+            self.totals.invalid,
+            self.totals.excluded
+        );
+        out.push_str(&columns(&SUMMARY_HEAD, &self.summary_cells()));
+        let detail = self.detail_cells(3);
+        if !detail.is_empty() {
+            out.push('\n');
+            out.push_str(&columns(&DETAIL_HEAD, &detail));
+        }
+        for e in &self.errors {
+            let _ = writeln!(out, "\nerror: {e}");
+        }
+        out
+    }
+
+    /// Markdown for a change ticket: the same two tables.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "## Image mirror audit\n");
+        let _ = writeln!(
+            out,
+            "Policy: {}. {} workloads, {} images: **{} would change**, **{} missing in their mirror**{}, {} invalid, {} excluded.\n",
+            md(&self.policy),
+            self.totals.workloads,
+            self.totals.images,
+            self.totals.would_change,
+            self.totals.missing,
+            if self.verified { "" } else { " (mirrors not checked)" },
+            self.totals.invalid,
+            self.totals.excluded
+        );
+        out.push_str(&md_table(&SUMMARY_HEAD, &self.summary_cells()));
+        let detail = self.detail_cells(10);
+        if !detail.is_empty() {
+            out.push_str("\n### Images\n\n");
+            out.push_str(&md_table(&DETAIL_HEAD, &detail));
+        }
+        if !self.errors.is_empty() {
+            out.push_str("\n### Not audited\n\n");
+            for e in &self.errors {
+                let _ = writeln!(out, "- {}", md(e));
+            }
+        }
+        out
+    }
+
+    fn summary_cells(&self) -> Vec<Vec<String>> {
+        self.summary
+            .iter()
+            .map(|r| {
+                vec![
+                    r.source.clone(),
+                    r.mirror.clone(),
+                    r.images.to_string(),
+                    r.workloads.to_string(),
+                    r.would_change.to_string(),
+                    if self.verified {
+                        r.missing.to_string()
+                    } else {
+                        "-".into()
+                    },
+                    r.invalid.to_string(),
+                    r.excluded.to_string(),
+                ]
+            })
+            .collect()
+    }
+
+    /// One row per image that is not simply unchanged.
+    fn detail_cells(&self, shown: usize) -> Vec<Vec<String>> {
+        self.images
+            .iter()
+            .filter(|i| i.status != Status::Unchanged)
+            .map(|i| {
+                let mut workloads = i
+                    .workloads
+                    .iter()
+                    .take(shown)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if i.workloads.len() > shown {
+                    let _ = write!(workloads, " and {} more", i.workloads.len() - shown);
+                }
+                vec![
+                    i.image.clone(),
+                    i.status.as_str().to_owned(),
+                    i.result
+                        .clone()
+                        .unwrap_or_else(|| i.error.clone().unwrap_or_default()),
+                    i.mirror.as_ref().map_or("-", |m| m.result).to_owned(),
+                    workloads,
+                ]
+            })
+            .collect()
+    }
+}
+
+const SUMMARY_HEAD: [&str; 8] = [
+    "SOURCE",
+    "MIRROR",
+    "IMAGES",
+    "WORKLOADS",
+    "WOULD CHANGE",
+    "MISSING",
+    "INVALID",
+    "EXCLUDED",
+];
+const DETAIL_HEAD: [&str; 5] = ["IMAGE", "STATUS", "RESULT", "MIRROR HAS IT", "WORKLOADS"];
+
+/// Left-aligned columns, two spaces apart.
+fn columns(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let head: Vec<String> = head.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&head).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+/// Text safe in a Markdown table cell.
+fn md(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace(['\n', '\r'], " ")
+}
+
+fn md_table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = String::new();
+    let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+    out.push_str(&line(head.iter().map(|h| md(&h.to_lowercase())).collect()));
+    out.push_str(&line(head.iter().map(|_| "---".to_owned()).collect()));
+    for row in rows {
+        out.push_str(&line(row.iter().map(|c| md(c)).collect()));
+    }
+    out
+}

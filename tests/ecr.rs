@@ -1,0 +1,318 @@
+//! ECR tokens against a real AWS API double (moto's server on loopback): RKE's ECR example with
+//! its plugin keys, the webhook's own AWS identity, tokens reaching every managed Secret when they
+//! change, the last token kept while AWS is down, and verify sending the token to a real registry.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fake_api::FakeApi;
+use common::real_registry::{oci_layout, push, start_registry_at};
+use common::{ApiServe, TempDir};
+use image_mirror_webhook::dockerconfig::managed_name;
+use serde_json::{json, Value};
+
+const ECR: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+
+/// moto's server: GetAuthorizationToken answers `AWS:<account>-auth-token`, the account being
+/// MOTO_ACCOUNT_ID.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start(port: u16, account: &str) -> Moto {
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .env("MOTO_ACCOUNT_ID", account)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with moto[server] is needed (the README's test command installs it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { child, port }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn token(account: &str) -> String {
+    format!("{account}-auth-token")
+}
+
+/// The environment of a webhook whose AWS endpoint is moto and that has no instance metadata.
+fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ("AWS_CONFIG_FILE", "/nonexistent".to_owned()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".to_owned()),
+    ]
+}
+
+fn pairs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The `auths` entry of the managed Secret for the ECR registry in `ns`.
+fn stored(api: &FakeApi, ns: &str) -> Option<Value> {
+    let text = api.secret_text(ns, &managed_name(ECR), ".dockerconfigjson")?;
+    let config: Value = serde_json::from_str(&text).unwrap();
+    Some(config["auths"][ECR].clone())
+}
+
+fn stored_password(api: &FakeApi, ns: &str) -> Option<String> {
+    stored(api, ns).and_then(|e| e["password"].as_str().map(str::to_owned))
+}
+
+/// RKE's ECR example (tests/data/examples/rke-ecr.yaml) with its placeholders filled in.
+fn rke_example() -> String {
+    std::fs::read_to_string(common::data("examples/rke-ecr.yaml"))
+        .unwrap()
+        .replace("ACCOUNTID", "123456789012")
+        .replace("REGION", "us-east-1")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rke_ecr_example_makes_pull_secrets_from_the_token_its_keys_get() {
+    let moto = Moto::start(common::free_port(), "123456789012");
+    let policy = rke_example();
+    let loaded = image_mirror_webhook::policy::Policy::load(&policy).unwrap();
+    let said: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        !said
+            .iter()
+            .any(|d| d.contains("ignored") && d.contains("ecr")),
+        "{said:?}"
+    );
+    assert!(
+        said.iter().any(|d| d.contains(
+            "ECR token for account 123456789012 in us-east-1, from the ecrCredentialPlugin keys"
+        )),
+        "{said:?}"
+    );
+
+    let api = FakeApi::start().await;
+    let env = aws_env(&moto.endpoint());
+    let s = ApiServe::start_with(&api, &policy, &[], &pairs(&env)).await;
+    let (answer, pod) = s.review("shop", "nginx:1.25", false).await;
+    assert_eq!(
+        pod["spec"]["containers"][0]["image"],
+        format!("{ECR}/nginx:1.25"),
+        "{answer}"
+    );
+    assert_eq!(
+        pod["spec"]["imagePullSecrets"],
+        json!([{"name": managed_name(ECR)}])
+    );
+    // What `aws ecr get-login-password` gives: user AWS, the token's password.
+    let entry = stored(&api, "shop").unwrap();
+    assert_eq!(entry["username"], "AWS");
+    assert_eq!(
+        entry["password"].as_str(),
+        Some(token("123456789012").as_str())
+    );
+
+    let dry = s
+        .client
+        .post(s.url("/dry-run"))
+        .header("content-type", "application/json")
+        .body(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop"},
+            "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]}}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        dry.contains(
+            "ECR token for account 123456789012 in us-east-1, from the ecrCredentialPlugin keys"
+        ),
+        "{dry}"
+    );
+    let metrics = s.server.metrics().await;
+    assert!(
+        metrics
+            .contains(r#"image_mirror_credential_fetches_total{source="ecr",result="success"} 1"#),
+        "{metrics}"
+    );
+    for text in [&dry, &metrics, &s.logs(), &answer.to_string()] {
+        assert!(!text.contains(&token("123456789012")));
+        assert!(!text.contains("SECRETKEY"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_token_reaches_every_managed_secret_and_aws_down_keeps_the_last() {
+    let port = common::free_port();
+    let mut moto = Moto::start(port, "111111111111");
+    // RKE's instance-profile form: no keys, the webhook's own identity (here its environment).
+    let policy = format!("private_registries:\n  - url: {ECR}\n    is_default: true\n");
+    let api = FakeApi::start().await;
+    let mut env = aws_env(&moto.endpoint());
+    env.push(("AWS_ACCESS_KEY_ID", "AKIDWEBHOOKIDENTITY".into()));
+    env.push(("AWS_SECRET_ACCESS_KEY", "webhook-secret-key".into()));
+    let s = ApiServe::start_with(
+        &api,
+        &policy,
+        &["--ecr-token-max-age", "1s", "--pull-secret-resync", "1s"],
+        &pairs(&env),
+    )
+    .await;
+    for ns in ["a", "b"] {
+        s.review(ns, "nginx:1.25", false).await;
+        assert_eq!(stored_password(&api, ns), Some(token("111111111111")));
+    }
+
+    // AWS down: the refresh fails, is counted, and the last token stays in use.
+    moto.stop();
+    common::wait_until(
+        "a failed ECR refresh is counted",
+        Duration::from_secs(20),
+        || async {
+            s.server
+                .metrics()
+                .await
+                .contains(r#"image_mirror_credential_fetches_total{source="ecr",result="failure"}"#)
+        },
+    )
+    .await;
+    let (answer, pod) = s.review("c", "nginx:1.25", false).await;
+    assert_eq!(
+        pod["spec"]["imagePullSecrets"],
+        json!([{"name": managed_name(ECR)}]),
+        "{answer}"
+    );
+    assert_eq!(stored_password(&api, "c"), Some(token("111111111111")));
+    assert!(s
+        .logs()
+        .contains("cannot refresh the ECR token; using the last one"));
+
+    // AWS back, issuing another token: it reaches every managed Secret without a Pod change.
+    let _moto = Moto::start(port, "222222222222");
+    common::wait_until(
+        "the new token in every managed Secret",
+        Duration::from_secs(30),
+        || async {
+            ["a", "b", "c"]
+                .iter()
+                .all(|ns| stored_password(&api, ns) == Some(token("222222222222")))
+        },
+    )
+    .await;
+    for text in [s.logs(), s.server.metrics().await] {
+        assert!(!text.contains("auth-token") && !text.contains("webhook-secret-key"));
+    }
+}
+
+/// The ECR host must resolve to the test registry: an /etc/hosts line, as a private DNS zone
+/// would make it (the test command runs as root, as CI does).
+fn point_ecr_host_at(ip: &str) {
+    let line = format!("{ip} {ECR}");
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    if hosts.lines().any(|l| l.trim() == line) {
+        return;
+    }
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open("/etc/hosts")
+        .expect(
+            "this test adds a line to /etc/hosts: run it as root (the README's test command does)",
+        );
+    writeln!(f, "{line}").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_sends_the_ecr_token_to_the_registry() {
+    const IP: &str = "127.0.0.42";
+    let moto = Moto::start(common::free_port(), "123456789012");
+    point_ecr_host_at(IP);
+    let dir = TempDir::new("ecr-registry");
+    let cert = image_mirror_webhook::server::tls::generate(&[ECR]).unwrap();
+    let (crt, key, ca) = (dir.path("tls.crt"), dir.path("tls.key"), dir.path("ca.crt"));
+    std::fs::write(&crt, &cert.cert_pem).unwrap();
+    std::fs::write(&key, &cert.key_pem).unwrap();
+    std::fs::write(&ca, &cert.ca_pem).unwrap();
+    // The registry knows one user: AWS, with the token moto issues as its password.
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", "AWS", &token("123456789012")])
+        .output()
+        .expect("htpasswd (apache2-utils) is needed");
+    std::fs::write(dir.path("htpasswd"), &out.stdout).unwrap();
+    let _registry = start_registry_at(
+        &dir.0,
+        "ecr",
+        IP,
+        443,
+        Some((&crt, &key)),
+        Some(&dir.path("htpasswd")),
+    );
+    let layout = dir.path("layout");
+    oci_layout(&layout, "1.0");
+    push(
+        &layout,
+        "1.0",
+        &format!("{ECR}/library/nginx:1.0"),
+        Some(&format!("AWS:{}", token("123456789012"))),
+    );
+
+    let policy = format!(
+        "mirrors:\n  docker.io:\n    endpoint: [\"https://{ECR}\"]\nconfigs:\n  {ECR}:\n    tls: {{ca_file: {}}}\nverify: {{enabled: true, timeout: 5s}}\n",
+        ca.display()
+    );
+    let mut env = aws_env(&moto.endpoint());
+    env.push(("AWS_ACCESS_KEY_ID", "AKIDWEBHOOKIDENTITY".into()));
+    env.push(("AWS_SECRET_ACCESS_KEY", "webhook-secret-key".into()));
+    let server = common::Server::start(common::Options {
+        policy: Some(&policy),
+        env: &pairs(&env),
+        ..common::Options::default()
+    });
+    let explain = |image: &str| {
+        let (client, url) = (
+            server.client(),
+            server.url(&format!("/dry-run?image={image}")),
+        );
+        async move { common::get_json(&client, &url).await }
+    };
+    let found = explain("nginx:1.0").await;
+    let d = &found["results"][0]["decisions"][0];
+    assert_eq!(d["result"], format!("{ECR}/library/nginx:1.0"), "{found}");
+    assert_eq!(d["tried"][0]["result"], "present", "{found}");
+    let missing = explain("nginx:9.9").await;
+    let d = &missing["results"][0]["decisions"][0];
+    assert_eq!(d["result"], "nginx:9.9", "{missing}");
+    assert_eq!(d["tried"][0]["reason"], "not found", "{missing}");
+    assert!(!server.logs().contains(&token("123456789012")));
+}
