@@ -123,23 +123,16 @@ impl MirrorCheck {
     }
 }
 
-/// One distinct image, as written in the cluster.
+/// One distinct image, as written in the cluster: its decision (image, normalized, result, rule,
+/// reason, error), where it comes from, and who uses it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageReport {
-    pub image: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub normalized: Option<String>,
+    #[serde(flatten)]
+    pub decision: Arc<Decision>,
     /// The registry it is pulled from today.
     pub source: String,
     pub status: Status,
-    /// Where admission would send it (the same reference when unchanged); null when invalid.
-    pub result: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    pub reason: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<MirrorCheck>,
     /// `Kind/namespace/name` of every workload that uses it, sorted.
@@ -279,20 +272,16 @@ impl Audit {
                         .filter(|_| status == Status::Change)
                         .and_then(|c| c.get(&image))
                         .cloned(),
-                    image,
-                    normalized: d.normalized.clone(),
+                    decision: d,
                     source,
                     status,
-                    result: d.result.clone(),
-                    rule: d.rule.clone(),
-                    reason: d.reason.clone(),
-                    error: d.error.clone(),
                     workloads: workloads.iter().map(|w| w.to_string()).collect(),
                 }
             })
             .collect();
-        images
-            .sort_by(|a, b| (&a.source, &a.image, a.status).cmp(&(&b.source, &b.image, b.status)));
+        images.sort_by(|a, b| {
+            (&a.source, &a.decision.image, a.status).cmp(&(&b.source, &b.decision.image, b.status))
+        });
         let mut rows: BTreeMap<(String, String), (SummaryRow, BTreeSet<&str>)> = BTreeMap::new();
         let mut totals = Totals {
             workloads: self.workloads,
@@ -302,6 +291,7 @@ impl Audit {
         for i in &images {
             let mirror = match i.status {
                 Status::Change => i
+                    .decision
                     .result
                     .as_deref()
                     .and_then(|r| crate::reference::Reference::parse(r).ok())
@@ -405,17 +395,7 @@ impl Report {
     pub fn to_table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "policy: {}", self.policy);
-        let _ = writeln!(
-            out,
-            "{} workloads, {} images: {} would change, {} missing in their mirror{}, {} invalid, {} excluded\n",
-            self.totals.workloads,
-            self.totals.images,
-            self.totals.would_change,
-            self.totals.missing,
-            if self.verified { "" } else { " (not checked: --verify)" },
-            self.totals.invalid,
-            self.totals.excluded
-        );
+        let _ = writeln!(out, "{}\n", self.headline("", " (not checked: --verify)"));
         out.push_str(&columns(&SUMMARY_HEAD, &self.summary_cells()));
         let detail = self.detail_cells(3);
         if !detail.is_empty() {
@@ -432,18 +412,8 @@ impl Report {
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "## Image mirror audit\n");
-        let _ = writeln!(
-            out,
-            "Policy: {}. {} workloads, {} images: **{} would change**, **{} missing in their mirror**{}, {} invalid, {} excluded.\n",
-            md(&self.policy),
-            self.totals.workloads,
-            self.totals.images,
-            self.totals.would_change,
-            self.totals.missing,
-            if self.verified { "" } else { " (mirrors not checked)" },
-            self.totals.invalid,
-            self.totals.excluded
-        );
+        let headline = self.headline("**", " (mirrors not checked)");
+        let _ = writeln!(out, "Policy: {}. {headline}.\n", md(&self.policy));
         out.push_str(&md_table(&SUMMARY_HEAD, &self.summary_cells()));
         let detail = self.detail_cells(10);
         if !detail.is_empty() {
@@ -457,6 +427,21 @@ impl Report {
             }
         }
         out
+    }
+
+    /// The totals in one sentence, the two counts that matter most set off by `strong`.
+    fn headline(&self, strong: &str, unchecked: &str) -> String {
+        let t = &self.totals;
+        format!(
+            "{} workloads, {} images: {strong}{} would change{strong}, {strong}{} missing in their mirror{strong}{}, {} invalid, {} excluded",
+            t.workloads,
+            t.images,
+            t.would_change,
+            t.missing,
+            if self.verified { "" } else { unchecked },
+            t.invalid,
+            t.excluded
+        )
     }
 
     fn summary_cells(&self) -> Vec<Vec<String>> {
@@ -497,12 +482,14 @@ impl Report {
                 if i.workloads.len() > shown {
                     let _ = write!(workloads, " and {} more", i.workloads.len() - shown);
                 }
+                let d = &i.decision;
                 vec![
-                    i.image.clone(),
+                    d.image.clone(),
                     i.status.as_str().to_owned(),
-                    i.result
+                    d.result
                         .clone()
-                        .unwrap_or_else(|| i.error.clone().unwrap_or_default()),
+                        .or_else(|| d.error.clone())
+                        .unwrap_or_default(),
                     i.mirror.as_ref().map_or("-", |m| m.result).to_owned(),
                     workloads,
                 ]

@@ -455,18 +455,7 @@ async fn serve_makes_pull_secrets_from_a_plugin_and_never_shows_its_password() {
     );
 
     // The dry-run names where the credentials come from, never what they are.
-    let dry = s
-        .client
-        .post(s.url("/dry-run"))
-        .header("content-type", "application/json")
-        .body(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop"},
-            "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]}}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let dry = s.dry_run_pod("shop", "nginx:1.25").await;
     assert!(
         dry.contains("kubelet credential provider example-provider"),
         "{dry}"

@@ -142,18 +142,7 @@ async fn rke_ecr_example_makes_pull_secrets_from_the_token_its_keys_get() {
         Some(token("123456789012").as_str())
     );
 
-    let dry = s
-        .client
-        .post(s.url("/dry-run"))
-        .header("content-type", "application/json")
-        .body(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop"},
-            "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]}}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let dry = s.dry_run_pod("shop", "nginx:1.25").await;
     assert!(
         dry.contains(
             "ECR token for account 123456789012 in us-east-1, from the ecrCredentialPlugin keys"

@@ -196,7 +196,13 @@ fn rke_and_anthos_keys_that_do_nothing_are_noted_and_ecr_plugins_checked() {
     has(&d, Severity::Note, 1, 1, "RKE cluster.yml key, ignored");
     has(&d, Severity::Note, 3, 1, "RKE cluster.yml key, ignored");
     has(&d, Severity::Note, 4, 1, "Anthos");
-    has(&d, Severity::Warning, 7, 5, "`r.example.com` is not an ECR registry");
+    has(
+        &d,
+        Severity::Warning,
+        7,
+        5,
+        "`r.example.com` is not an ECR registry",
+    );
     assert!(!render(&d).contains("AKIA"));
 }
 
@@ -232,15 +238,35 @@ fn secrets_never_show_in_debug_output() {
 #[test]
 fn ecr_registries_get_tokens_and_half_keys_are_refused() {
     let ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
-    let (ok, d) = diagnostics(&format!("configs:\n  {ecr}:\n    tls: {{insecure_skip_verify: false}}\n"));
+    let (ok, d) = diagnostics(&format!(
+        "configs:\n  {ecr}:\n    tls: {{insecure_skip_verify: false}}\n"
+    ));
     assert!(ok, "{}", render(&d));
-    has(&d, Severity::Note, 2, 3, "ECR token for account 123456789012 in eu-west-1, from the webhook's AWS identity");
+    has(
+        &d,
+        Severity::Note,
+        2,
+        3,
+        "ECR token for account 123456789012 in eu-west-1, from the webhook's AWS identity",
+    );
     let (ok, d) = diagnostics(&format!(
         "private_registries:\n  - url: {ecr}\n    ecrCredentialPlugin:\n      aws_access_key_id: AKIA\n"
     ));
     assert!(!ok);
-    has(&d, Severity::Error, 3, 5, "aws_access_key_id and aws_secret_access_key go together");
+    has(
+        &d,
+        Severity::Error,
+        3,
+        5,
+        "aws_access_key_id and aws_secret_access_key go together",
+    );
     // A configs entry with credentials of its own keeps them.
-    let p = Policy::load(&format!("configs:\n  {ecr}:\n    auth: {{username: u, password: p}}\n")).unwrap();
-    assert!(!p.diagnostics.iter().any(|d| d.message.contains("ECR token")));
+    let p = Policy::load(&format!(
+        "configs:\n  {ecr}:\n    auth: {{username: u, password: p}}\n"
+    ))
+    .unwrap();
+    assert!(!p
+        .diagnostics
+        .iter()
+        .any(|d| d.message.contains("ECR token")));
 }

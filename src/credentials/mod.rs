@@ -64,6 +64,8 @@ pub enum CloudError {
     Plugin(#[from] PluginError),
     #[error("credential provider {0} has no credentials for this image")]
     NoCredential(String),
+    #[error("no credential provider serves this image")]
+    NoProvider,
 }
 
 /// ECR tokens and provider plugins, shared by pull secrets and verify.
@@ -110,7 +112,7 @@ impl Cloud {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| CloudError::NoCredential(String::new())))
+        Err(last.unwrap_or(CloudError::NoProvider))
     }
 
     /// A registry refused `host`'s credentials: an ECR token is fetched again at its next use.

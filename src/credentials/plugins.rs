@@ -83,19 +83,22 @@ impl Plugins {
         let turn = gate.lock().await;
         let result = match self.cached(provider, image) {
             Some(r) => Ok(r),
-            None => self.run(provider, image).await.map(|r| {
-                let r = Arc::new(r);
-                lock(&self.caches)
-                    .entry(provider.name.clone())
-                    .or_default()
-                    .put(
+            None => {
+                let ran = self.run(provider, image).await;
+                (self.observe)(Fetch::Provider, ran.is_ok());
+                ran.map(|r| {
+                    let r = Arc::new(r);
+                    let mut caches = lock(&self.caches);
+                    let cache = caches.entry(provider.name.clone()).or_default();
+                    cache.put(
                         image,
                         r.clone(),
                         provider.default_cache_duration,
                         Instant::now(),
                     );
-                r
-            }),
+                    r
+                })
+            }
         };
         drop(turn);
         let mut running = lock(&self.running);
@@ -104,7 +107,6 @@ impl Plugins {
             running.remove(&key);
         }
         drop(running);
-        (self.observe)(Fetch::Provider, result.is_ok());
         Ok(result?.credential_for(image).cloned())
     }
 

@@ -387,6 +387,22 @@ impl ApiServe {
         self.server.logs()
     }
 
+    /// The dry-run endpoint's answer for a Pod in `ns` running `image`.
+    pub async fn dry_run_pod(&self, ns: &str, image: &str) -> String {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns},
+            "spec": {"containers": [{"name": "c", "image": image}]}});
+        self.client
+            .post(self.url("/dry-run"))
+            .header("content-type", "application/json")
+            .body(pod.to_string())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn review(&self, ns: &str, image: &str, dry_run: bool) -> (Value, Value) {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns},
             "spec": {"containers": [{"name": "c", "image": image}]}});
