@@ -171,10 +171,16 @@ impl Run {
 
     /// Runs `audit --policy-file` with `args`, off the test's runtime (it blocks).
     async fn audit(&self, args: &[&str]) -> Output {
+        let policy = self.policy.to_string_lossy().into_owned();
+        let mut all = vec!["--policy-file", &policy];
+        all.extend_from_slice(args);
+        self.audit_with(&all).await
+    }
+
+    /// Runs `audit` with `args` only.
+    async fn audit_with(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"));
         cmd.arg("audit")
-            .arg("--policy-file")
-            .arg(&self.policy)
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .stdin(std::process::Stdio::null());
@@ -461,6 +467,39 @@ async fn markdown_table_and_yaml_outputs_hold_the_same_report() {
         .unwrap()
         .to_json();
     assert_eq!(from_yaml["totals"], json_report["totals"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_policy_can_be_the_webhooks_own_configmap() {
+    let api = FakeApi::start().await;
+    let registry = FakeRegistry::start().await;
+    let expected = fill(&api);
+    let text = policy(&registry);
+    api.put_configmap(
+        "imw",
+        "imw-policy",
+        Some([("policy.yaml", text.as_str())].into()),
+    );
+    let run = Run::new(&api, "unused: true\n");
+    let out = run
+        .audit_with(&["--policy-configmap", "imw/imw-policy", "-o", "json"])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["policy"]
+        .as_str()
+        .unwrap()
+        .starts_with("ConfigMap imw/imw-policy (hash "));
+    assert_eq!(report["totals"]["workloads"], expected.workloads);
+    assert_eq!(report["totals"]["wouldChange"], 4);
+    let out = run.audit_with(&["--policy-configmap", "imw/nope"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read ConfigMap imw/nope"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

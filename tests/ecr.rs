@@ -245,7 +245,9 @@ fn point_ecr_host_at(ip: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_sends_the_ecr_token_to_the_registry() {
     const IP: &str = "127.0.0.42";
-    let moto = Moto::start(common::free_port(), "123456789012");
+    // At first AWS issues a token the registry refuses (another account's).
+    let moto_port = common::free_port();
+    let mut moto = Moto::start(moto_port, "999999999999");
     point_ecr_host_at(IP);
     let dir = TempDir::new("ecr-registry");
     let cert = image_mirror_webhook::server::tls::generate(&[ECR]).unwrap();
@@ -277,10 +279,10 @@ async fn verify_sends_the_ecr_token_to_the_registry() {
     );
 
     let policy = format!(
-        "mirrors:\n  docker.io:\n    endpoint: [\"https://{ECR}\"]\nconfigs:\n  {ECR}:\n    tls: {{ca_file: {}}}\nverify: {{enabled: true, timeout: 5s}}\n",
+        "mirrors:\n  docker.io:\n    endpoint: [\"https://{ECR}\"]\nconfigs:\n  {ECR}:\n    tls: {{ca_file: {}}}\nverify: {{enabled: true, timeout: 5s, negativeCacheTTL: 1s}}\n",
         ca.display()
     );
-    let mut env = aws_env(&moto.endpoint());
+    let mut env = aws_env(&format!("http://127.0.0.1:{moto_port}"));
     env.push(("AWS_ACCESS_KEY_ID", "AKIDWEBHOOKIDENTITY".into()));
     env.push(("AWS_SECRET_ACCESS_KEY", "webhook-secret-key".into()));
     let server = common::Server::start(common::Options {
@@ -295,6 +297,17 @@ async fn verify_sends_the_ecr_token_to_the_registry() {
         );
         async move { common::get_json(&client, &url).await }
     };
+    let refused = explain("nginx:1.0").await;
+    let d = &refused["results"][0]["decisions"][0];
+    assert_eq!(
+        d["tried"][0]["reason"], "unauthorized: the credentials were refused",
+        "{refused}"
+    );
+    // The refusal makes the next check fetch a token at once (not at half its life), and this
+    // time AWS issues the one the registry takes.
+    moto.stop();
+    let _moto = Moto::start(moto_port, "123456789012");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let found = explain("nginx:1.0").await;
     let d = &found["results"][0]["decisions"][0];
     assert_eq!(d["result"], format!("{ECR}/library/nginx:1.0"), "{found}");
@@ -304,4 +317,10 @@ async fn verify_sends_the_ecr_token_to_the_registry() {
     assert_eq!(d["result"], "nginx:9.9", "{missing}");
     assert_eq!(d["tried"][0]["reason"], "not found", "{missing}");
     assert!(!server.logs().contains(&token("123456789012")));
+    let metrics = server.metrics().await;
+    assert!(
+        metrics
+            .contains(r#"image_mirror_credential_fetches_total{source="ecr",result="success"} 2"#),
+        "{metrics}"
+    );
 }

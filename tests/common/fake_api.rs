@@ -88,6 +88,10 @@ impl FakeApi {
         let app = Router::new()
             .route("/api/v1/namespaces/{ns}/configmaps", get(configmaps))
             .route(
+                "/api/v1/namespaces/{ns}/configmaps/{name}",
+                get(get_configmap),
+            )
+            .route(
                 "/apis/events.k8s.io/v1/namespaces/{ns}/events",
                 post(create_event),
             )
@@ -438,6 +442,16 @@ fn selected(cm: &Value, field_selector: Option<&String>) -> bool {
     match field_selector.and_then(|f| f.strip_prefix("metadata.name=")) {
         Some(name) => cm["metadata"]["name"] == name,
         None => true,
+    }
+}
+
+async fn get_configmap(
+    State(s): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    match s.inner.lock().unwrap().configmaps.get(&(ns, name.clone())) {
+        Some(cm) => Json(cm.clone()).into_response(),
+        None => status(404, "NotFound", &format!("configmaps \"{name}\" not found")),
     }
 }
 
