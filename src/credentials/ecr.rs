@@ -110,10 +110,13 @@ impl Tokens {
         lock(&self.tokens).values().any(|t| t.refresh_at <= now)
     }
 
-    /// Forgets tokens and clients of registries the policy no longer names or names otherwise.
+    /// Forgets tokens and clients of registries the policy no longer names or names otherwise
+    /// (other keys, another identity).
     pub fn retain(&self, keep: &HashMap<String, EcrSource>) {
-        lock(&self.clients).retain(|h, (s, _)| keep.get(h) == Some(s));
-        lock(&self.tokens).retain(|h, _| keep.contains_key(h));
+        let mut clients = lock(&self.clients);
+        clients.retain(|h, (s, _)| keep.get(h) == Some(s));
+        lock(&self.tokens).retain(|h, _| clients.contains_key(h));
+        drop(clients);
         lock(&self.fetching).retain(|h, _| keep.contains_key(h));
     }
 
