@@ -158,7 +158,8 @@ impl PullSecrets {
     fn saw(&self, host: &str, image: &str) {
         let mut images = lock(&self.images);
         if images.len() >= 10_000 {
-            // Registries named by reviews, so bounded: a lost entry only means the host is asked about.
+            // Reviews name the registries, so the map is capped; a forgotten one is asked about by
+            // its host alone.
             images.clear();
         }
         if images.get(host).map(String::as_str) != Some(image) {

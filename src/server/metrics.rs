@@ -169,6 +169,15 @@ impl Default for Metrics {
             policy_last_success.clone(),
         );
         let credential_fetches = Family::<FetchLabel, Counter>::default();
+        // Every series from the start, so an alert on failures sees a 0 before the first one.
+        for source in ["ecr", "provider"] {
+            for result in ["success", "failure"] {
+                let _ = credential_fetches.get_or_create(&FetchLabel {
+                    source: source.into(),
+                    result: result.into(),
+                });
+            }
+        }
         registry.register(
             "credential_fetches",
             "Credentials fetched: ECR tokens and credential provider runs, by source (ecr, provider) and result (success, failure); a failed ECR refresh keeps the last token",
