@@ -44,34 +44,12 @@ pub async fn resolve_entry(
     let config = policy.config_for(host);
     match policy.read_source(host, image) {
         None => Err(err("no credentials".into())),
-        Some(CredentialSource::Secret(name)) => {
-            let Some(api) = secrets else {
-                return Err(err(format!(
-                    "its credentials are in Secret {name}, which only `serve --pull-secrets` reads"
-                )));
-            };
-            let secret = api.get(&name).await?;
-            let data = secret.data.unwrap_or_default();
-            if let Some(cfg) = data.get(DOCKER_CONFIG_KEY) {
-                entry_in_config(&cfg.0, host)
-                    .ok_or_else(|| err(format!("Secret {name} has no auths entry for it")))
-            } else {
-                let text = |k: &str| {
-                    data.get(k)
-                        .and_then(|v| String::from_utf8(v.0.clone()).ok())
-                };
-                let (Some(username), Some(password)) = (text("username"), text("password")) else {
-                    return Err(err(format!(
-                        "Secret {name} has neither .dockerconfigjson nor username and password"
-                    )));
-                };
-                Ok(entry(&Credentials {
-                    username: Some(username),
-                    password: Some(crate::policy::Secret::new(password)),
-                    ..Credentials::default()
-                }))
-            }
-        }
+        Some(CredentialSource::Secret(name)) => match secrets {
+            Some(api) => secret_entry(api, &name, host).await,
+            None => Err(err(format!(
+                "its credentials are in Secret {name}, which only `serve --pull-secrets` reads"
+            ))),
+        },
         Some(CredentialSource::Policy) => match config.and_then(|c| c.credentials.as_ref()) {
             Some(c) => Ok(entry(c)),
             None => Err(err("no credentials".into())),
@@ -100,6 +78,31 @@ pub async fn resolve_entry(
         }
         Some(CredentialSource::UserSecret(_)) => Err(err("no credentials".into())),
     }
+}
+
+/// The `auths` entry for `host` from Secret `name`: its `.dockerconfigjson`, or its basic-auth
+/// `username` and `password`.
+async fn secret_entry(api: &Api<Secret>, name: &str, host: &str) -> Result<Value, SecretError> {
+    let err = |why: String| SecretError::Source(host.to_owned(), why);
+    let data = api.get(name).await?.data.unwrap_or_default();
+    if let Some(cfg) = data.get(DOCKER_CONFIG_KEY) {
+        return entry_in_config(&cfg.0, host)
+            .ok_or_else(|| err(format!("Secret {name} has no auths entry for it")));
+    }
+    let text = |k: &str| {
+        data.get(k)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    let (Some(username), Some(password)) = (text("username"), text("password")) else {
+        return Err(err(format!(
+            "Secret {name} has neither .dockerconfigjson nor username and password"
+        )));
+    };
+    Ok(entry(&Credentials {
+        username: Some(username),
+        password: Some(crate::policy::Secret::new(password)),
+        ..Credentials::default()
+    }))
 }
 
 /// (namespace, name) of a Secret.
@@ -145,13 +148,18 @@ impl PullSecrets {
 
     /// The `.dockerconfigjson` for `host` from the policy's source for it.
     async fn resolve(&self, policy: &Policy, host: &str) -> Result<Arc<Vec<u8>>, SecretError> {
-        let image = lock(&self.images)
-            .get(host)
-            .cloned()
-            .unwrap_or_else(|| host.to_owned());
+        let image = self.image_for(host);
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.own_namespace);
         let entry = resolve_entry(policy, host, &image, Some(&api), self.cloud.as_deref()).await?;
         Ok(Arc::new(docker_config(host, entry)))
+    }
+
+    /// The last image pulled from `host`, else the host alone.
+    fn image_for(&self, host: &str) -> String {
+        lock(&self.images)
+            .get(host)
+            .cloned()
+            .unwrap_or_else(|| host.to_owned())
     }
 
     /// Remembers an image pulled from `host`, for the credential provider's request.
@@ -277,10 +285,7 @@ impl PullSecrets {
             }
             if fresh.get(&host).map(|d| &d[..]) != stored(&secret).as_deref() {
                 self.resolved.store(Arc::new(fresh.clone()));
-                let image = lock(&self.images)
-                    .get(&host)
-                    .cloned()
-                    .unwrap_or_else(|| host.clone());
+                let image = self.image_for(&host);
                 self.ensure(policy, &ns, &host, &image).await?;
                 updated += 1;
             }
