@@ -43,8 +43,9 @@ cp Cargo.toml Cargo.lock "$docker_layer"
 rm -rf "$docker_layer"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-# The rendered chart, checked against the binary it deploys.
-cargo build --locked --quiet
+# The rendered chart, checked against the binary it deploys. Built with the tests, so the
+# dependencies are compiled once with the features the tests unify (not once more for them).
+cargo build --locked --quiet --bins --tests
 python3 tests/chart/render.py "${CARGO_TARGET_DIR:-target}/debug/image-mirror-webhook"
 python3 tests/chart/operations.py "${CARGO_TARGET_DIR:-target}/debug/image-mirror-webhook"
 # Library, binary and integration tests (there are no doc tests).
