@@ -146,23 +146,30 @@ pub struct SummaryRow {
     pub source: String,
     /// The mirror registry the images would be pulled from; `-` when they would stay.
     pub mirror: String,
-    pub images: usize,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// How many workloads and images, and of the images how many in each state.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
     pub workloads: usize,
+    pub images: usize,
     pub would_change: usize,
     pub missing: usize,
     pub invalid: usize,
     pub excluded: usize,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Totals {
-    pub workloads: usize,
-    pub images: usize,
-    pub would_change: usize,
-    pub missing: usize,
-    pub invalid: usize,
-    pub excluded: usize,
+impl Counts {
+    fn count(&mut self, i: &ImageReport) {
+        self.images += 1;
+        self.would_change += usize::from(i.status == Status::Change);
+        self.missing += usize::from(i.mirror.as_ref().is_some_and(|m| m.result == "missing"));
+        self.invalid += usize::from(i.status == Status::Invalid);
+        self.excluded += usize::from(i.status == Status::Excluded);
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -170,7 +177,7 @@ pub struct Totals {
 pub struct Report {
     /// Where the policy came from, and the hash `serve` logs and exports for it.
     pub policy: String,
-    pub totals: Totals,
+    pub totals: Counts,
     pub summary: Vec<SummaryRow>,
     pub images: Vec<ImageReport>,
     /// Kinds that could not be listed (the audit of the rest stands).
@@ -283,10 +290,9 @@ impl Audit {
             (&a.source, &a.decision.image, a.status).cmp(&(&b.source, &b.decision.image, b.status))
         });
         let mut rows: BTreeMap<(String, String), (SummaryRow, BTreeSet<&str>)> = BTreeMap::new();
-        let mut totals = Totals {
+        let mut totals = Counts {
             workloads: self.workloads,
-            images: images.len(),
-            ..Totals::default()
+            ..Counts::default()
         };
         for i in &images {
             let mirror = match i.status {
@@ -301,46 +307,21 @@ impl Audit {
             let (row, workloads) = rows
                 .entry((i.source.clone(), mirror.clone()))
                 .or_insert_with(|| {
-                    (
-                        SummaryRow {
-                            source: i.source.clone(),
-                            mirror,
-                            ..SummaryRow::default()
-                        },
-                        BTreeSet::new(),
-                    )
+                    let row = SummaryRow {
+                        source: i.source.clone(),
+                        mirror,
+                        counts: Counts::default(),
+                    };
+                    (row, BTreeSet::new())
                 });
-            row.images += 1;
+            row.counts.count(i);
+            totals.count(i);
             workloads.extend(i.workloads.iter().map(String::as_str));
-            let missing = i.mirror.as_ref().is_some_and(|m| m.result == "missing");
-            for (yes, row_count, total) in [
-                (
-                    i.status == Status::Change,
-                    &mut row.would_change,
-                    &mut totals.would_change,
-                ),
-                (missing, &mut row.missing, &mut totals.missing),
-                (
-                    i.status == Status::Invalid,
-                    &mut row.invalid,
-                    &mut totals.invalid,
-                ),
-                (
-                    i.status == Status::Excluded,
-                    &mut row.excluded,
-                    &mut totals.excluded,
-                ),
-            ] {
-                if yes {
-                    *row_count += 1;
-                    *total += 1;
-                }
-            }
         }
         let summary = rows
             .into_values()
             .map(|(mut row, workloads)| {
-                row.workloads = workloads.len();
+                row.counts.workloads = workloads.len();
                 row
             })
             .collect();
@@ -448,19 +429,20 @@ impl Report {
         self.summary
             .iter()
             .map(|r| {
+                let c = &r.counts;
                 vec![
                     r.source.clone(),
                     r.mirror.clone(),
-                    r.images.to_string(),
-                    r.workloads.to_string(),
-                    r.would_change.to_string(),
+                    c.images.to_string(),
+                    c.workloads.to_string(),
+                    c.would_change.to_string(),
                     if self.verified {
-                        r.missing.to_string()
+                        c.missing.to_string()
                     } else {
                         "-".into()
                     },
-                    r.invalid.to_string(),
-                    r.excluded.to_string(),
+                    c.invalid.to_string(),
+                    c.excluded.to_string(),
                 ]
             })
             .collect()
