@@ -78,6 +78,7 @@ pub struct Server {
     pub log: PathBuf,
 }
 
+#[derive(Clone, Copy)]
 pub struct Options<'a> {
     /// Written to a file and passed with --policy-file; `None` passes none.
     pub policy: Option<&'a str>,
@@ -108,6 +109,17 @@ impl Default for Options<'_> {
 impl Server {
     /// Starts `serve` on loopback with an admin port, as `opts` says.
     pub fn start(opts: Options<'_>) -> Server {
+        // A port found free can be taken by another test before the server binds it: pick again.
+        for _ in 0..3 {
+            let mut server = Server::launch(opts);
+            if server.wait_healthy() {
+                return server;
+            }
+        }
+        panic!("the server's ports were taken three times over");
+    }
+
+    fn launch(opts: Options<'_>) -> Server {
         let dir = TempDir::new("server");
         let port = free_port();
         let admin_port = free_port();
@@ -146,16 +158,14 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let server = Server {
+        Server {
             child,
             port,
             admin_port,
             dir,
             ca_pem,
             log,
-        };
-        server.wait_healthy();
-        server
+        }
     }
 
     pub fn with_policy(policy: &str) -> Server {
@@ -165,13 +175,19 @@ impl Server {
         })
     }
 
-    fn wait_healthy(&self) {
+    /// Waits until both listeners accept; false when the server exited because a port was taken.
+    fn wait_healthy(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok()
                 && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             {
-                return;
+                return true;
+            }
+            if self.child.try_wait().unwrap().is_some()
+                && self.logs().contains("Address already in use")
+            {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
