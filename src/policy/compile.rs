@@ -211,6 +211,12 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
     }
 
     let mut default_registry = None;
+    // Where each registry host is written, for the notes on its ECR tokens.
+    let mut written_hosts: Vec<(String, Pos)> = doc
+        .configs
+        .iter()
+        .map(|c| (c.key.value.clone(), c.key.pos))
+        .collect();
     for (i, reg) in doc.private_registries.iter().enumerate() {
         let path = format!("private_registries[{i}]");
         let url = match &reg.url {
@@ -221,6 +227,9 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
             plain_text_warning(&mut r, p.pos, &format!("{path}.password"));
         }
         let host = url.split('/').next().unwrap_or_default().to_owned();
+        if let Some(u) = &reg.url {
+            written_hosts.push((host.clone(), u.pos));
+        }
         if let Some(plugin) = &reg.ecr_plugin {
             let source = ecr_plugin_source(
                 &mut r,
@@ -260,25 +269,16 @@ pub(super) fn compile(doc: Document, diags: &mut Vec<Diagnostic>) -> Option<Poli
             });
         }
     }
-    let written_hosts = doc
-        .configs
-        .iter()
-        .map(|c| (c.key.value.as_str(), c.key.pos))
-        .chain(doc.private_registries.iter().filter_map(|p| {
-            let url = p.url.as_ref()?;
-            let bare = url.value.split("://").last().unwrap_or_default();
-            Some((bare.split('/').next().unwrap_or_default(), url.pos))
-        }));
     let mut noted = HashSet::new();
     for (host, pos) in written_hosts {
-        let Some(ecr) = configs.get(host).and_then(|c| c.ecr.as_ref()) else {
+        let Some(ecr) = configs.get(&host).and_then(|c| c.ecr.as_ref()) else {
             continue;
         };
-        if noted.insert(host.to_owned()) {
+        if noted.insert(host.clone()) {
             r.push(
                 Severity::Note,
                 pos,
-                host,
+                &host,
                 format!(
                     "pulls use an {} (fetched by serve, renewed at half its life)",
                     CredentialSource::Ecr(ecr.clone())
