@@ -377,6 +377,18 @@ fn read_pod(
     if answer.uid.is_empty() {
         return Err("the request has no uid".into());
     }
+    // Names go into API paths (managed pull secrets): one that is not a Kubernetes name is not
+    // from an API server, and nothing is read or written for it.
+    if !answer.namespace.is_empty() && !crate::names::is_dns_label(&answer.namespace) {
+        return Err(format!(
+            "request.namespace {:?} is not a namespace name",
+            answer.namespace
+        )
+        .into());
+    }
+    if !answer.name.is_empty() && !crate::names::is_dns_subdomain(&answer.name) {
+        return Err(format!("request.name {:?} is not an object name", answer.name).into());
+    }
     let gvk = request.kind.unwrap_or_default();
     let existing_ephemeral = || {
         let old: OldPod = request

@@ -181,41 +181,6 @@ pub fn repository(reference: &str) -> String {
         .unwrap_or_else(|_| reference.to_owned())
 }
 
-/// A Go duration as Kubernetes writes one (`time.ParseDuration`): `0`, `90s`, `12h`, `1h30m`,
-/// `1.5h`, `500ms`; `us`, `µs` and `ns` too. Negative ones are refused.
-pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..number].parse().ok()?;
-        rest = &rest[number..];
-        let unit = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit..];
-        total += value * seconds;
-    }
-    Duration::try_from_secs_f64(total).ok()
-}
-
 /// Whose credentials a response holds, so which later requests it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 pub enum CacheKeyType {
@@ -242,7 +207,7 @@ pub struct Credential {
     pub password: Secret,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ResponseError {
     #[error("its output is not a CredentialProviderResponse: {0}")]
     Malformed(String),
@@ -250,8 +215,8 @@ pub enum ResponseError {
     ApiVersion { found: String, expected: String },
     #[error("it answered with kind `{0}`, not CredentialProviderResponse")]
     Kind(String),
-    #[error("its cacheDuration `{0}` is not a duration")]
-    CacheDuration(String),
+    #[error("its cacheDuration: {0}")]
+    CacheDuration(crate::duration::DurationError),
 }
 
 impl Response {
@@ -295,7 +260,7 @@ impl Response {
         }
         let cache_duration = match raw.cache_duration {
             None => None,
-            Some(d) => Some(parse_go_duration(&d).ok_or(ResponseError::CacheDuration(d))?),
+            Some(d) => Some(crate::duration::parse(&d).map_err(ResponseError::CacheDuration)?),
         };
         let mut auth: Vec<(String, Credential)> = raw
             .auth
@@ -395,34 +360,16 @@ impl Cache {
             CacheKeyType::Global => "",
         };
         let kind = response.cache_key_type;
-        self.entries
-            .insert((kind, key.to_owned()), (now + ttl, response));
+        self.entries.insert(
+            (kind, key.to_owned()),
+            (crate::duration::after(now, ttl), response),
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations() {
-        let s = Duration::from_secs;
-        for (text, want) in [
-            ("0", Some(Duration::ZERO)),
-            ("0s", Some(Duration::ZERO)),
-            ("12h", Some(s(12 * 3600))),
-            ("12h0m0s", Some(s(12 * 3600))),
-            ("1h30m", Some(s(5400))),
-            ("1.5h", Some(s(5400))),
-            ("500ms", Some(Duration::from_millis(500))),
-            ("", None),
-            ("12", None),
-            ("-1h", None),
-            ("1d", None),
-        ] {
-            assert_eq!(parse_go_duration(text), want, "{text}");
-        }
-    }
 
     #[test]
     fn responses_are_checked_as_the_kubelet_checks_them() {

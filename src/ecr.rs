@@ -76,12 +76,21 @@ pub enum TokenError {
 /// The shortest wait between two fetches of one registry's token, whatever its expiry says.
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);
 
+/// A token whose expiry is already past when it arrives (a clock apart from AWS's) is used, and
+/// fetched again this soon.
+pub const PAST_EXPIRY_REFRESH: Duration = Duration::from_secs(60);
+
 /// How long after a fetch the token is fetched again: at half its remaining life (ECR tokens
 /// live 12 hours), never later than `max`, never sooner than `MIN_REFRESH`. A token that came
-/// without an expiry, or with one already past, is refetched after `max`.
+/// without an expiry is refetched after `max`; one already expired (`Some(0)`) after
+/// `PAST_EXPIRY_REFRESH`.
 pub fn refresh_after(life: Option<Duration>, max: Duration) -> Duration {
-    let half = life.filter(|l| !l.is_zero()).map_or(max, |l| l / 2);
-    half.min(max).max(MIN_REFRESH)
+    let wanted = match life {
+        None => max,
+        Some(l) if l.is_zero() => PAST_EXPIRY_REFRESH,
+        Some(l) => l / 2,
+    };
+    wanted.min(max).max(MIN_REFRESH)
 }
 
 #[cfg(test)]
@@ -132,7 +141,7 @@ mod tests {
         assert_eq!(refresh_after(Some(12 * h), 24 * h), 6 * h);
         assert_eq!(refresh_after(Some(12 * h), h), h);
         assert_eq!(refresh_after(None, h), h);
-        assert_eq!(refresh_after(Some(Duration::ZERO), h), h);
+        assert_eq!(refresh_after(Some(Duration::ZERO), h), PAST_EXPIRY_REFRESH);
         assert_eq!(
             refresh_after(Some(Duration::from_millis(10)), h),
             MIN_REFRESH

@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod credprovider;
 pub mod dockerconfig;
 pub mod dryrun;
+pub mod duration;
 pub mod ecr;
 pub mod inventory;
 pub mod mutate;

@@ -517,6 +517,7 @@ pub fn mutate(
         });
     }
     wanted.retain(|k, v| annotations.and_then(|a| a.get(k)) != Some(v));
+    fit_annotations(&mut m, annotations, &mut wanted);
     add_annotations(&mut m, base, meta, wanted);
 
     let mut secrets: Vec<String> = Vec::new();
@@ -668,6 +669,40 @@ fn node_selects(spec: &PodSpec, key: &str, value: &str) -> bool {
             .iter()
             .flat_map(|t| &t.match_expressions)
             .any(|r| r.key == key && r.operator == "In" && r.values.iter().any(|v| v == value))
+}
+
+/// Keeps the Pod within the API server's annotation limit: the record of original images goes
+/// first (it is only a record), then every annotation this pass would add, each with a warning.
+fn fit_annotations(
+    m: &mut Mutation,
+    existing: Option<&BTreeMap<String, String>>,
+    wanted: &mut BTreeMap<String, String>,
+) {
+    let size = |wanted: &BTreeMap<String, String>| {
+        let kept = existing
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !wanted.contains_key(*k));
+        kept.chain(wanted.iter())
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+    };
+    const MAX: usize = crate::names::MAX_ANNOTATIONS_BYTES;
+    if size(wanted) <= MAX {
+        return;
+    }
+    if wanted.remove(ORIGINAL_IMAGES).is_some() {
+        m.warn(format!(
+            "{ORIGINAL_IMAGES} not recorded: the pod's annotations would pass the API server's {MAX}-byte limit"
+        ));
+    }
+    if size(wanted) > MAX && !wanted.is_empty() {
+        let keys: Vec<String> = std::mem::take(wanted).into_keys().collect();
+        m.warn(format!(
+            "annotations {} not added: the pod's annotations would pass the API server's {MAX}-byte limit",
+            keys.join(", ")
+        ));
+    }
 }
 
 /// The annotations `profile` reads, from the registries the pod pulls from after rewriting.

@@ -86,10 +86,16 @@ impl Checker {
         lock(&self.inner.cache).clear();
     }
 
-    /// The verdicts for `images` when the policy has `verify` on; `None` when it is off.
-    pub async fn verdicts(&self, policy: &Arc<Policy>, images: &[String]) -> Option<Verdicts> {
+    /// The verdicts for `images` when the policy has `verify` on, by `verify.timeout` or the
+    /// caller's `deadline` (a review's), whichever comes first; `None` when it is off.
+    pub async fn verdicts(
+        &self,
+        policy: &Arc<Policy>,
+        images: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Option<Verdicts> {
         match policy.verify.enabled {
-            true => Some(self.verify(policy, images).await),
+            true => Some(self.verify_until(policy, images, deadline).await),
             false => None,
         }
     }
@@ -98,7 +104,24 @@ impl Checker {
     /// unanswered by then fail over to their original reference. Answers already cached are
     /// given at once, without a timer or a task.
     pub async fn verify(&self, policy: &Arc<Policy>, images: &[String]) -> Verdicts {
-        let deadline = tokio::time::Instant::now() + policy.verify.timeout;
+        let far = tokio::time::Instant::from_std(crate::duration::after(
+            Instant::now(),
+            crate::duration::MAX,
+        ));
+        self.verify_until(policy, images, far).await
+    }
+
+    async fn verify_until(
+        &self,
+        policy: &Arc<Policy>,
+        images: &[String],
+        by: tokio::time::Instant,
+    ) -> Verdicts {
+        let deadline = tokio::time::Instant::from_std(crate::duration::after(
+            Instant::now(),
+            policy.verify.timeout,
+        ))
+        .min(by);
         let mut verdicts = HashMap::with_capacity(images.len());
         let mut waiting = Vec::new();
         for image in images {
@@ -151,7 +174,10 @@ impl Inner {
                 cache.clear();
             }
         }
-        cache.insert(url.to_owned(), (Instant::now() + ttl, answer.clone()));
+        cache.insert(
+            url.to_owned(),
+            (crate::duration::after(Instant::now(), ttl), answer.clone()),
+        );
     }
 
     /// The verdict the cache gives for these candidates. An endpoint without a cached answer
@@ -214,7 +240,10 @@ impl Inner {
         candidates: Vec<Candidate>,
         key: String,
     ) -> Verdict {
-        let deadline = tokio::time::Instant::now() + policy.verify.timeout;
+        let deadline = tokio::time::Instant::from_std(crate::duration::after(
+            Instant::now(),
+            policy.verify.timeout,
+        ));
         let mut verdict = Verdict::default();
         for (i, c) in candidates.iter().enumerate() {
             let cache_key = answer_key(&policy, c);

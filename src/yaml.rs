@@ -9,8 +9,24 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// Deeper nesting than this is refused: no policy or object needs it, and it bounds recursion.
 const MAX_DEPTH: usize = 128;
-/// Alias expansion is bounded so that a few bytes of anchors cannot grow into gigabytes.
-const MAX_NODES: usize = 1_000_000;
+
+/// How large a text's tree may grow, scaled to the text so that a few bytes of anchors cannot
+/// expand into megabytes: a text without aliases always fits (a node takes at least two bytes
+/// of text, Kubernetes YAML about ten), and aliases may add little beyond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Budget {
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn for_text(text: &str) -> Self {
+        Budget {
+            nodes: 10_000 + text.len() / 4,
+            bytes: 64 * 1024 + 2 * text.len(),
+        }
+    }
+}
 
 /// A place in a YAML text, both counted from 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,7 +154,7 @@ fn plain_number(v: &str) -> Option<serde_json::Value> {
 
 /// Parses every document in `text`. Empty documents are returned as null scalars.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, YamlError> {
-    let mut builder = Builder::default();
+    let mut builder = Builder::new(Budget::for_text(text));
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut builder, true).map_err(|e| YamlError {
         pos: (*e.marker()).into(),
@@ -168,16 +184,34 @@ pub fn parse_single(text: &str) -> Result<Node, YamlError> {
     }))
 }
 
-#[derive(Default)]
 struct Builder {
     docs: Vec<Node>,
     /// Open collections; a mapping's pending key waits in `keys`.
     stack: Vec<(Node, usize)>,
     keys: Vec<Option<Node>>,
     anchors: HashMap<usize, Node>,
+    budget: Budget,
+    /// Nodes and scalar bytes built so far, aliases expanded.
     nodes: usize,
+    bytes: usize,
     starts: usize,
     error: Option<YamlError>,
+}
+
+impl Builder {
+    fn new(budget: Budget) -> Self {
+        Builder {
+            docs: Vec::new(),
+            stack: Vec::new(),
+            keys: Vec::new(),
+            anchors: HashMap::new(),
+            budget,
+            nodes: 0,
+            bytes: 0,
+            starts: 0,
+            error: None,
+        }
+    }
 }
 
 impl Builder {
@@ -210,15 +244,22 @@ impl Builder {
         }
     }
 
-    fn insert(&mut self, node: Node, anchor: usize) {
-        self.nodes += 1;
-        if self.nodes > MAX_NODES {
+    /// Counts `nodes` and `bytes` more; false (and the error set) past the budget.
+    fn spend(&mut self, nodes: usize, bytes: usize, pos: Pos) -> bool {
+        self.nodes = self.nodes.saturating_add(nodes);
+        self.bytes = self.bytes.saturating_add(bytes);
+        let Budget { nodes: n, bytes: b } = self.budget;
+        if self.nodes > n || self.bytes > b {
             self.fail(
-                node.pos,
-                format!("more than {MAX_NODES} nodes (alias expansion?)"),
+                pos,
+                format!("the document expands past {n} nodes or {b} bytes of text, more than its size allows (aliases?)"),
             );
-            return;
+            return false;
         }
+        true
+    }
+
+    fn insert(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
             self.anchors.insert(anchor, node.clone());
         }
@@ -265,6 +306,9 @@ impl MarkedEventReceiver for Builder {
         let pos = Pos::from(mark);
         match ev {
             Event::Scalar(value, style, anchor, _tag) => {
+                if !self.spend(1, value.len(), pos) {
+                    return;
+                }
                 let plain = style == TScalarStyle::Plain;
                 self.insert(
                     Node {
@@ -274,28 +318,25 @@ impl MarkedEventReceiver for Builder {
                     anchor,
                 );
             }
-            Event::SequenceStart(anchor, _) => self.open(Kind::Seq(Vec::new()), anchor, pos),
-            Event::MappingStart(anchor, _) => self.open(Kind::Map(Vec::new()), anchor, pos),
+            Event::SequenceStart(anchor, _) if self.spend(1, 0, pos) => {
+                self.open(Kind::Seq(Vec::new()), anchor, pos)
+            }
+            Event::MappingStart(anchor, _) if self.spend(1, 0, pos) => {
+                self.open(Kind::Map(Vec::new()), anchor, pos)
+            }
             Event::SequenceEnd | Event::MappingEnd => self.close(),
-            Event::Alias(id) => {
-                let size = self.anchors.get(&id).map(count);
-                match size {
-                    Some(size) if self.nodes + size > MAX_NODES => {
-                        self.fail(
-                            pos,
-                            format!("more than {MAX_NODES} nodes (alias expansion?)"),
-                        );
-                    }
-                    Some(size) => {
-                        self.nodes += size - 1;
+            Event::Alias(id) => match self.anchors.get(&id).map(count) {
+                Some((nodes, bytes)) => {
+                    // Counted before the copy is made.
+                    if self.spend(nodes, bytes, pos) {
                         if let Some(mut node) = self.anchors.get(&id).cloned() {
                             node.pos = pos;
                             self.insert(node, 0);
                         }
                     }
-                    None => self.fail(pos, "alias to an unknown anchor"),
                 }
-            }
+                None => self.fail(pos, "alias to an unknown anchor"),
+            },
             Event::DocumentStart => self.starts += 1,
             // An empty document: keep its place so callers can count documents.
             Event::DocumentEnd if self.stack.is_empty() && self.docs.len() < self.starts => {
@@ -312,16 +353,16 @@ impl MarkedEventReceiver for Builder {
     }
 }
 
-fn count(node: &Node) -> usize {
+/// Nodes and scalar bytes in a tree.
+fn count(node: &Node) -> (usize, usize) {
+    let add = |(n, b): (usize, usize), (m, c): (usize, usize)| (n + m, b + c);
     match &node.kind {
-        Kind::Scalar { .. } => 1,
-        Kind::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
-        Kind::Map(entries) => {
-            1 + entries
-                .iter()
-                .map(|(k, v)| count(k) + count(v))
-                .sum::<usize>()
-        }
+        Kind::Scalar { value, .. } => (1, value.len()),
+        Kind::Seq(items) => items.iter().map(count).fold((1, 0), add),
+        Kind::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| add(count(k), count(v)))
+            .fold((1, 0), add),
     }
 }
 

@@ -25,6 +25,7 @@ const CORE: &[&str] = &[
     "ecr",
     "credprovider",
     "audit",
+    "duration",
 ];
 const IO_CRATES: &[&str] = &[
     "reqwest",

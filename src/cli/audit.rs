@@ -149,7 +149,10 @@ async fn audit(args: &AuditArgs) -> anyhow::Result<Report> {
 /// The policy from its file or its ConfigMap, and how to name it in the report.
 async fn policy(args: &AuditArgs, client: &kube::Client) -> anyhow::Result<(Policy, String)> {
     let (text, from) = match (&args.policy_file, &args.policy_configmap) {
-        (Some(path), _) => (super::read_text(path)?, path.display().to_string()),
+        (Some(path), _) => (
+            super::read_text(path, crate::policy::MAX_POLICY_BYTES)?,
+            path.display().to_string(),
+        ),
         (None, Some(cm)) => {
             let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
                 kube::Api::namespaced(client.clone(), &cm.namespace);

@@ -94,20 +94,30 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub(crate) fn read_text(path: &Path) -> anyhow::Result<String> {
-    let mut bytes = Vec::new();
-    if path == Path::new("-") {
-        std::io::stdin().read_to_end(&mut bytes)?;
+/// Objects read by `dry-run`, all files together; far past any manifest a person reviews.
+const MAX_OBJECTS_BYTES: usize = 256 * 1024 * 1024;
+
+/// A file (or `-`, standard input) as text, read no further than `max` bytes: a larger or endless
+/// one (/dev/zero) is an error, not a wait.
+pub(crate) fn read_text(path: &Path, max: usize) -> anyhow::Result<String> {
+    let bytes = if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .take(max as u64 + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() > max {
+            anyhow::bail!("standard input is larger than {max} bytes");
+        }
+        bytes
     } else {
-        bytes = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    }
+        crate::source::file::read_capped(path, max)?
+    };
     String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))
 }
 
 /// Loads a policy file, printing its diagnostics to standard error when it is rejected.
 pub(crate) fn load_policy(path: &Path) -> anyhow::Result<Loaded> {
-    let text = read_text(path)?;
+    let text = read_text(path, crate::policy::MAX_POLICY_BYTES)?;
     Policy::load(&text).map_err(|rejected| {
         for d in &rejected.diagnostics {
             if d.severity == Severity::Error {
@@ -151,7 +161,7 @@ fn dry_run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
         }
         let mut items = Vec::new();
         for f in &files {
-            let text = read_text(f)?;
+            let text = read_text(f, MAX_OBJECTS_BYTES)?;
             let mut read =
                 dryrun::read_objects(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
             items.append(&mut read);
@@ -216,7 +226,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let Some(path) = args.policy_file.as_ref().or(args.policy.as_ref()) else {
         usage_error("name the policy: check POLICY or check --policy-file POLICY");
     };
-    let text = read_text(path)?;
+    let text = read_text(path, crate::policy::MAX_POLICY_BYTES)?;
     let name = path.display();
     let (diagnostics, policy) = match Policy::load(&text) {
         Ok(l) => (l.diagnostics, Some(l.policy)),

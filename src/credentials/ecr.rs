@@ -5,12 +5,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::future::{BoxFuture, FutureExt, Shared};
+
 use crate::policy::{EcrSource, Secret};
 use crate::sync::lock;
 
 use super::{Fetch, Observer};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EcrError {
     #[error("GetAuthorizationToken for account {account} in {region} failed: {why}")]
     Aws {
@@ -25,46 +27,96 @@ struct Token {
     refresh_at: Instant,
 }
 
+/// A fetch under way, shared by every caller that waits for it.
+type Pending = Shared<BoxFuture<'static, Result<Arc<Secret>, EcrError>>>;
+
 /// The tokens of every ECR registry the policy names, by host.
 pub(super) struct Tokens {
     max_age: Duration,
     tokens: Mutex<HashMap<String, Token>>,
-    /// One fetch per registry at a time; the others wait for its token.
-    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One fetch per registry at a time, run as its own task: a caller that stops waiting (a
+    /// review's deadline) does not stop it, and the token it brings is kept for the next.
+    fetching: Mutex<HashMap<String, Pending>>,
     clients: Mutex<HashMap<String, (EcrSource, aws_sdk_ecr::Client)>>,
     observe: Observer,
 }
 
 impl Tokens {
-    pub fn new(max_age: Duration, observe: Observer) -> Self {
-        Tokens {
+    pub fn new(max_age: Duration, observe: Observer) -> Arc<Self> {
+        Arc::new(Tokens {
             max_age,
             tokens: Mutex::default(),
             fetching: Mutex::default(),
             clients: Mutex::default(),
             observe,
+        })
+    }
+
+    /// The current token's password for `host`: the cached one while it is fresh; when it is
+    /// due, still the cached one while another is fetched in the background; else a new one.
+    /// When AWS fails, the last one (counted and logged) if there is one.
+    pub async fn password(
+        self: &Arc<Self>,
+        host: &str,
+        source: &EcrSource,
+    ) -> Result<Arc<Secret>, EcrError> {
+        let last = {
+            let tokens = lock(&self.tokens);
+            match tokens.get(host) {
+                Some(t) if Instant::now() < t.refresh_at => return Ok(t.password.clone()),
+                Some(t) => Some(t.password.clone()),
+                None => None,
+            }
+        };
+        let pending = self.fetch_for(host, source);
+        match last {
+            Some(password) => Ok(password),
+            None => pending.await,
         }
     }
 
-    /// The current token's password for `host`: the cached one while it is fresh, else a new
-    /// one; when AWS fails, the last one (counted and logged) if there is one.
-    pub async fn password(&self, host: &str, source: &EcrSource) -> Result<Arc<Secret>, EcrError> {
-        if let Some(p) = self.fresh(host) {
-            return Ok(p);
+    /// The fetch for `host` under way, or a new one.
+    fn fetch_for(self: &Arc<Self>, host: &str, source: &EcrSource) -> Pending {
+        let mut fetching = lock(&self.fetching);
+        if let Some(p) = fetching.get(host) {
+            return p.clone();
         }
-        let gate = lock(&self.fetching)
-            .entry(host.to_owned())
-            .or_default()
-            .clone();
-        let _turn = gate.lock().await;
-        if let Some(p) = self.fresh(host) {
-            return Ok(p);
+        let (tokens, host_owned, wanted) = (self.clone(), host.to_owned(), source.clone());
+        let task = tokio::spawn(async move {
+            let got = tokens.refresh(&host_owned, &wanted).await;
+            lock(&tokens.fetching).remove(&host_owned);
+            got
+        });
+        let (account, region) = (
+            source.registry.account.clone(),
+            source.registry.region.clone(),
+        );
+        let pending: Pending = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(EcrError::Aws {
+                    account,
+                    region,
+                    why: format!("the fetch ended unexpectedly: {e}"),
+                })
+            })
         }
+        .boxed()
+        .shared();
+        fetching.insert(host.to_owned(), pending.clone());
+        pending
+    }
+
+    /// Fetches a token for `host` and keeps it; on failure keeps the last one, to be tried again
+    /// soon.
+    async fn refresh(&self, host: &str, source: &EcrSource) -> Result<Arc<Secret>, EcrError> {
         match self.fetch(host, source).await {
             Ok((password, life)) => {
                 (self.observe)(Fetch::Ecr, true);
                 let password = Arc::new(Secret::new(password));
-                let refresh_at = Instant::now() + crate::ecr::refresh_after(life, self.max_age);
+                let refresh_at = crate::duration::after(
+                    Instant::now(),
+                    crate::ecr::refresh_after(life, self.max_age),
+                );
                 lock(&self.tokens).insert(
                     host.to_owned(),
                     Token {
@@ -79,7 +131,7 @@ impl Tokens {
                 let mut tokens = lock(&self.tokens);
                 match tokens.get_mut(host) {
                     Some(last) => {
-                        // Try again soon, not at once: every review would wait on AWS.
+                        // Try again soon, not at once: every review would start a fetch.
                         last.refresh_at = Instant::now() + crate::ecr::MIN_REFRESH * 5;
                         tracing::warn!(registry = host, error = %e, "cannot refresh the ECR token; using the last one");
                         Ok(last.password.clone())
@@ -88,13 +140,6 @@ impl Tokens {
                 }
             }
         }
-    }
-
-    fn fresh(&self, host: &str) -> Option<Arc<Secret>> {
-        lock(&self.tokens)
-            .get(host)
-            .filter(|t| Instant::now() < t.refresh_at)
-            .map(|t| t.password.clone())
     }
 
     /// Marks `host`'s token due, so the next use fetches another (a registry refused it).
@@ -148,7 +193,11 @@ impl Tokens {
         let life = data
             .expires_at()
             .and_then(|t| SystemTime::try_from(*t).ok())
-            .and_then(|t| t.duration_since(SystemTime::now()).ok());
+            // Already past: `Some(0)`, fetched again soon (`ecr::refresh_after`).
+            .map(|t| {
+                t.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            });
         Ok((password, life))
     }
 
@@ -163,9 +212,16 @@ impl Tokens {
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .read_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(5))
+            .operation_timeout(FETCH_TIMEOUT)
+            .build();
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(source.registry.region.clone()))
             .use_fips(source.registry.fips)
+            .timeout_config(timeouts)
             .http_client(http);
         if let Some(keys) = &source.keys {
             loader = loader.credentials_provider(aws_credential_types::Credentials::new(
@@ -176,9 +232,46 @@ impl Tokens {
                 "ecrCredentialPlugin",
             ));
         }
-        let client = aws_sdk_ecr::Client::new(&loader.load().await);
+        let config = aws_sdk_ecr::config::Builder::from(&loader.load().await)
+            .interceptor(CappedAnswer)
+            .build();
+        let client = aws_sdk_ecr::Client::from_conf(config);
         lock(&self.clients).insert(host.to_owned(), (source.clone(), client.clone()));
         client
+    }
+}
+
+/// A GetAuthorizationToken call, retries included, ends within this; a review waits for it no
+/// longer than its own deadline.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of an answer that is read: one is a few KB.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// Caps the body of every ECR answer at `MAX_ANSWER` before the SDK reads it into memory.
+#[derive(Debug)]
+struct CappedAnswer;
+
+impl aws_sdk_ecr::config::Intercept for CappedAnswer {
+    fn name(&self) -> &'static str {
+        "CappedAnswer"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_ecr::config::interceptors::BeforeDeserializationInterceptorContextMut<
+            '_,
+        >,
+        _: &aws_sdk_ecr::config::RuntimeComponents,
+        _: &mut aws_sdk_ecr::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ecr::error::BoxError> {
+        use aws_smithy_types::body::SdkBody;
+        let body = context.response_mut().body_mut();
+        if body.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+            return Err(format!("the answer is larger than {MAX_ANSWER} bytes").into());
+        }
+        let whole = std::mem::replace(body, SdkBody::taken());
+        *body = SdkBody::from_body_1_x(http_body_util::Limited::new(whole, MAX_ANSWER));
+        Ok(())
     }
 }
 

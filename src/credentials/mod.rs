@@ -70,7 +70,7 @@ pub enum CloudError {
 
 /// ECR tokens and provider plugins, shared by pull secrets and verify.
 pub struct Cloud {
-    ecr: ecr::Tokens,
+    ecr: Arc<ecr::Tokens>,
     plugins: plugins::Plugins,
 }
 

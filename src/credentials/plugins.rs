@@ -9,7 +9,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
 
 use crate::credprovider::{Cache, Credential, Provider, Response, ResponseError};
 use crate::sync::lock;
@@ -18,10 +20,8 @@ use super::{Fetch, Observer};
 
 /// The most of a plugin's stdout that is read; a response is a few KB.
 const MAX_OUTPUT: u64 = 1024 * 1024;
-/// The most of its stderr quoted in an error.
-const MAX_QUOTED: usize = 200;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PluginError {
     #[error(
         "credential provider {0}: no plugin directory (serve --image-credential-provider-bin-dir)"
@@ -35,25 +35,37 @@ pub enum PluginError {
     },
     #[error("credential provider {name}: no answer within {timeout:?}; stopped")]
     Timeout { name: String, timeout: Duration },
-    #[error("credential provider {name}: exited with {status}{stderr}")]
+    /// What it wrote to stderr is not shown: a plugin may print its secrets there.
+    #[error(
+        "credential provider {name}: exited with {status} ({stderr} bytes on stderr, not shown)"
+    )]
     Exit {
         name: String,
         status: String,
-        stderr: String,
+        stderr: usize,
     },
     #[error("credential provider {name}: {source}")]
     Response { name: String, source: ResponseError },
 }
 
-type Gate = Arc<tokio::sync::Mutex<()>>;
+/// Plugin processes at once, all providers together, and for one provider: a dry-run naming
+/// hundreds of images must not start hundreds of processes.
+const MAX_RUNS: usize = 8;
+const MAX_RUNS_PER_PROVIDER: usize = 4;
+
+/// A run under way, shared by every caller that wants its answer (success or failure).
+type Run = Shared<BoxFuture<'static, Result<Arc<Response>, PluginError>>>;
+type Caches = Arc<Mutex<HashMap<String, Cache>>>;
 
 pub(super) struct Plugins {
     dir: Option<PathBuf>,
     timeout: Duration,
     /// Each provider's cache, by provider name.
-    caches: Mutex<HashMap<String, Cache>>,
+    caches: Caches,
     /// One run per provider and image at a time; the others wait for its answer.
-    running: Mutex<HashMap<(String, String), Gate>>,
+    running: Arc<Mutex<HashMap<(String, String), Run>>>,
+    all: Arc<Semaphore>,
+    per_provider: Mutex<HashMap<String, Arc<Semaphore>>>,
     observe: Observer,
 }
 
@@ -62,95 +74,143 @@ impl Plugins {
         Plugins {
             dir,
             timeout,
-            caches: Mutex::default(),
-            running: Mutex::default(),
+            caches: Caches::default(),
+            running: Arc::default(),
+            all: Arc::new(Semaphore::new(MAX_RUNS)),
+            per_provider: Mutex::default(),
             observe,
         }
     }
 
     /// The credential `provider` gives for `image`, from its cache or a run of its plugin.
-    /// `None`: it answered, with nothing for this image.
+    /// `None`: it answered, with nothing for this image. A caller that stops waiting (its
+    /// review's deadline) leaves the run going: its answer is cached for the next.
     pub async fn credential(
         &self,
         provider: &Provider,
         image: &str,
     ) -> Result<Option<Credential>, PluginError> {
-        if let Some(r) = self.cached(provider, image) {
+        if let Some(r) = cached(&self.caches, provider, image) {
             return Ok(r.credential_for(image).cloned());
         }
-        let key = (provider.name.clone(), image.to_owned());
-        let gate = lock(&self.running).entry(key.clone()).or_default().clone();
-        let turn = gate.lock().await;
-        let result = match self.cached(provider, image) {
-            Some(r) => Ok(r),
-            None => {
-                let ran = self.run(provider, image).await;
-                (self.observe)(Fetch::Provider, ran.is_ok());
-                ran.map(|r| {
-                    let r = Arc::new(r);
-                    let mut caches = lock(&self.caches);
-                    let cache = caches.entry(provider.name.clone()).or_default();
-                    cache.put(
-                        image,
-                        r.clone(),
-                        provider.default_cache_duration,
-                        Instant::now(),
-                    );
-                    r
-                })
-            }
-        };
-        drop(turn);
-        let mut running = lock(&self.running);
-        // Only this call and the map hold the gate: nobody waits on it.
-        if Arc::strong_count(&gate) == 2 {
-            running.remove(&key);
-        }
-        drop(running);
-        Ok(result?.credential_for(image).cloned())
+        let run = self.run_for(provider, image);
+        Ok(run.await?.credential_for(image).cloned())
     }
 
-    fn cached(&self, provider: &Provider, image: &str) -> Option<Arc<Response>> {
-        lock(&self.caches)
-            .get(&provider.name)
-            .and_then(|c| c.get(image, Instant::now()))
+    /// The run answering `provider` for `image`: the one under way, or a new one.
+    fn run_for(&self, provider: &Provider, image: &str) -> Run {
+        let key = (provider.name.clone(), image.to_owned());
+        let mut running = lock(&self.running);
+        if let Some(run) = running.get(&key) {
+            return run.clone();
+        }
+        let slot = lock(&self.per_provider)
+            .entry(provider.name.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_RUNS_PER_PROVIDER)))
+            .clone();
+        let job = Job {
+            dir: self.dir.clone(),
+            timeout: self.timeout,
+            provider: provider.clone(),
+            image: image.to_owned(),
+        };
+        let (all, caches, observe) = (self.all.clone(), self.caches.clone(), self.observe.clone());
+        let (done, key_done) = (self.running.clone(), key.clone());
+        let task = tokio::spawn(async move {
+            let answer = async {
+                // Closed semaphores never happen here; a failure would only skip the bound.
+                let _one = slot.acquire_owned().await.ok();
+                let _all = all.acquire_owned().await.ok();
+                // The cache again: an earlier run may have answered while this one queued.
+                if let Some(r) = cached(&caches, &job.provider, &job.image) {
+                    return Ok(r);
+                }
+                let ran = job.run().await;
+                observe(Fetch::Provider, ran.is_ok());
+                let r = Arc::new(ran?);
+                lock(&caches)
+                    .entry(job.provider.name.clone())
+                    .or_default()
+                    .put(
+                        &job.image,
+                        r.clone(),
+                        job.provider.default_cache_duration,
+                        Instant::now(),
+                    );
+                Ok(r)
+            }
+            .await;
+            lock(&done).remove(&key_done);
+            answer
+        });
+        let name = provider.name.clone();
+        let run: Run = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(PluginError::Start {
+                    name,
+                    path: String::new(),
+                    why: format!("the run ended unexpectedly: {e}"),
+                })
+            })
+        }
+        .boxed()
+        .shared();
+        running.insert(key, run.clone());
+        run
     }
 
     /// Forgets cached answers (a new policy may configure the providers otherwise).
     pub fn clear(&self) {
         lock(&self.caches).clear();
     }
+}
 
-    async fn run(&self, provider: &Provider, image: &str) -> Result<Response, PluginError> {
+fn cached(caches: &Caches, provider: &Provider, image: &str) -> Option<Arc<Response>> {
+    lock(caches)
+        .get(&provider.name)
+        .and_then(|c| c.get(image, Instant::now()))
+}
+
+/// One run of a provider's plugin for one image.
+struct Job {
+    dir: Option<PathBuf>,
+    timeout: Duration,
+    provider: Provider,
+    image: String,
+}
+
+impl Job {
+    async fn run(&self) -> Result<Response, PluginError> {
+        let provider = &self.provider;
         let name = provider.name.clone();
         let dir = self
             .dir
             .as_ref()
             .ok_or_else(|| PluginError::NoDirectory(name.clone()))?;
         let path = dir.join(&provider.name);
+        let start_error = |why: String| PluginError::Start {
+            name: name.clone(),
+            path: path.display().to_string(),
+            why,
+        };
         let mut child = tokio::process::Command::new(&path)
             .args(&provider.args)
             .envs(provider.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so that whatever it starts is stopped with it.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| PluginError::Start {
-                name: name.clone(),
-                path: path.display().to_string(),
-                why: e.to_string(),
-            })?;
+            .map_err(|e| start_error(e.to_string()))?;
+        let group = Group(child.id());
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            return Err(PluginError::Start {
-                name,
-                path: path.display().to_string(),
-                why: "no standard streams".into(),
-            });
+            return Err(start_error("no standard streams".into()));
         };
-        let request = provider.request(image);
+        let request = provider.request(&self.image);
         let talk = async {
             // A plugin may exit without reading its input: a broken pipe is its answer, not ours.
             let _ = stdin.write_all(&request).await;
@@ -170,16 +230,13 @@ impl Plugins {
                 name: name.clone(),
                 timeout: self.timeout,
             })?;
-        let status = status.map_err(|e| PluginError::Start {
-            name: name.clone(),
-            path: path.display().to_string(),
-            why: e.to_string(),
-        })?;
+        drop(group);
+        let status = status.map_err(|e| start_error(e.to_string()))?;
         if !status.success() {
             return Err(PluginError::Exit {
                 name,
                 status: status.to_string(),
-                stderr: quote(&err),
+                stderr: err.len(),
             });
         }
         Response::parse(&out, &provider.api_version)
@@ -187,13 +244,19 @@ impl Plugins {
     }
 }
 
-/// The start of a plugin's stderr, on one line: what it says about why it failed.
-fn quote(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.is_empty() {
-        return String::new();
+/// A plugin's process group, killed whole when the run ends: a child it left behind (detached,
+/// or still running after a timeout) does not outlive it.
+struct Group(Option<u32>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) else {
+            return;
+        };
+        // SAFETY: kill(2) with a negative pid signals that process group; it touches no memory.
+        // The group is the plugin's own (process_group(0) made its pid the group's id).
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
     }
-    let cut: String = line.chars().take(MAX_QUOTED).collect();
-    format!(": {cut}")
 }

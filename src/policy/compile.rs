@@ -693,6 +693,11 @@ const VIRTUAL_KUBELET: (&str, &str) = ("type", "virtual-kubelet");
 /// opt-in), then the user's, each compiled from its document.
 fn compile_profiles(r: &mut Reader, doc: &Document) -> Vec<Profile> {
     let pair = |(k, v): (&str, &str)| (k.to_owned(), v.to_owned());
+    let (kci_aliases, kci_dns) = (
+        host_aliases(r, &doc.kci, "kci"),
+        dns_config(r, &doc.kci, "kci"),
+    );
+    check_fixed_size(r, &doc.kci, "kci", &kci_aliases, &kci_dns);
     let kci = Profile {
         name: "kci".into(),
         mode: mode_of(r, &doc.kci, "kci", ProfileMode::Auto),
@@ -701,8 +706,8 @@ fn compile_profiles(r: &mut Reader, doc: &Document) -> Vec<Profile> {
         plain_http: Some(KCI_HTTP_REGISTRY.into()),
         insecure: Some(KCI_INSECURE_REGISTRY.into()),
         separator: ",".into(),
-        host_aliases: host_aliases(r, &doc.kci, "kci").map(|j| (KCI_HOST_ALIASES.into(), j)),
-        dns_config: dns_config(r, &doc.kci, "kci").map(|j| (KCI_DNS_CONFIG.into(), j)),
+        host_aliases: kci_aliases.map(|j| (KCI_HOST_ALIASES.into(), j)),
+        dns_config: kci_dns.map(|j| (KCI_DNS_CONFIG.into(), j)),
         ..Profile::default()
     };
     let eci = Profile {
@@ -792,6 +797,32 @@ fn compact_json(
     Some(value.value.to_string())
 }
 
+/// What a profile's fixed annotations may take of a Pod's 256 KiB: half, leaving the rest to
+/// the Pod's own and to the registry lists.
+const MAX_PROFILE_ANNOTATION_BYTES: usize = crate::names::MAX_ANNOTATIONS_BYTES / 2;
+
+/// A profile's fixed annotations must leave room in the Pod's.
+fn check_fixed_size(
+    r: &mut Reader,
+    p: &ProfileDoc,
+    path: &str,
+    host_aliases: &Option<String>,
+    dns_config: &Option<String>,
+) {
+    let fixed: usize = [host_aliases, dns_config]
+        .into_iter()
+        .flatten()
+        .map(String::len)
+        .sum();
+    if fixed > MAX_PROFILE_ANNOTATION_BYTES {
+        r.error(
+            p.pos,
+            path,
+            format!("its hostAliases and dnsConfig make {fixed} bytes of annotations; a Pod's annotations may hold {} in all, so at most {MAX_PROFILE_ANNOTATION_BYTES} may go to a profile", crate::names::MAX_ANNOTATIONS_BYTES),
+        );
+    }
+}
+
 /// A user's profile: a unique name, the annotations it writes, and a way to recognise its pods.
 fn compile_profile(
     r: &mut Reader,
@@ -817,6 +848,15 @@ fn compile_profile(
             .find(|(k, _)| k.value == key)
             .map(|(_, v)| v.value.clone())
     };
+    for (what, key) in &p.annotations {
+        if what.value != "separator" && !crate::names::is_qualified_name(&key.value) {
+            r.error(
+                key.pos,
+                &format!("{path}.annotations.{}", what.value),
+                format!("`{}` is not an annotation key the API server accepts: an optional DNS-name prefix and `/`, then at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit", key.value),
+            );
+        }
+    }
     let mode = mode_of(r, p, path, ProfileMode::Auto);
     let plain_http = annotation("plainHttp");
     let insecure = annotation("insecure");
@@ -849,6 +889,7 @@ fn compile_profile(
         };
     let host_aliases = host_aliases(r, p, path);
     let dns_config = dns_config(r, p, path);
+    check_fixed_size(r, p, path, &host_aliases, &dns_config);
     let strings = |v: &[Spanned<String>]| v.iter().map(|s| s.value.clone()).collect();
     let pairs = |v: &[(Spanned<String>, Spanned<String>)]| {
         v.iter()
@@ -902,13 +943,9 @@ fn compile_verify(r: &mut Reader, doc: &Document) -> Verify {
     let mut out = Verify::default();
     let mut duration = |s: &Option<Spanned<String>>, name: &str, into: &mut Duration| {
         if let Some(s) = s {
-            match parse_duration(&s.value) {
-                Some(d) => *into = d,
-                None => r.error(
-                    s.pos,
-                    &format!("verify.{name}"),
-                    format!("`{}` is not a duration (write 500ms, 1s, 2m)", s.value),
-                ),
+            match crate::duration::parse(&s.value) {
+                Ok(d) => *into = d,
+                Err(e) => r.error(s.pos, &format!("verify.{name}"), e.to_string()),
             }
         }
     };
@@ -931,31 +968,6 @@ fn compile_verify(r: &mut Reader, doc: &Document) -> Verify {
     out.enabled = v.enabled.unwrap_or(false);
     out.pin_digest = v.pin_digest.unwrap_or(false);
     out
-}
-
-/// `500ms`, `1s`, `2m`, `1h`, or several joined (`1m30s`).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let d = match &rest[..unit] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60)?),
-            "h" => Duration::from_secs(n.checked_mul(3600)?),
-            _ => return None,
-        };
-        rest = &rest[unit..];
-        total = total.checked_add(d)?;
-    }
-    Some(total)
 }
 
 /// Two hosts a person could have meant as one: same port and a shared first label, or a small typo.
@@ -1037,9 +1049,7 @@ fn ecr_plugin_source(
 
 /// The providers of a kubelet `CredentialProviderConfig`, validated as the kubelet does.
 fn compile_providers(r: &mut Reader, c: &ProviderConfigDoc) -> Vec<crate::credprovider::Provider> {
-    use crate::credprovider::{
-        parse_go_duration, Provider, CONFIG_API_VERSIONS, PLUGIN_API_VERSIONS,
-    };
+    use crate::credprovider::{Provider, CONFIG_API_VERSIONS, PLUGIN_API_VERSIONS};
     const PATH: &str = "credentialProviderConfig";
     match &c.api_version {
         Some(v) if CONFIG_API_VERSIONS.contains(&v.value.as_str()) => {}
@@ -1125,15 +1135,13 @@ fn compile_providers(r: &mut Reader, c: &ProviderConfigDoc) -> Vec<crate::credpr
             }
         }
         let duration = match &p.default_cache_duration {
-            Some(d) => parse_go_duration(&d.value).or_else(|| {
-                error(
-                    r,
-                    d.pos,
-                    ".defaultCacheDuration",
-                    format!("`{}` is not a duration (like 12h, 10m, 0s)", d.value),
-                );
-                None
-            }),
+            Some(d) => match crate::duration::parse(&d.value) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    error(r, d.pos, ".defaultCacheDuration", e.to_string());
+                    None
+                }
+            },
             None => {
                 error(r, p.pos, "", "defaultCacheDuration is required".into());
                 None
@@ -1212,23 +1220,4 @@ fn merge_config(into: &mut RegistryConfig, from: RegistryConfig) {
     if from.tls != Tls::default() {
         into.tls = from.tls;
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1s"), Some(Duration::from_secs(1)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        for bad in ["", "1", "s", "1x", "-1s", "1.5s", "99999999999999999999h"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn secret_names() {}
 }

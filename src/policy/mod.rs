@@ -17,7 +17,6 @@ use std::time::Duration;
 // needs them).
 use regex::bytes::{Regex, RegexSet};
 
-pub use compile::parse_duration;
 pub use endpoint::{Endpoint, Scheme};
 
 use crate::yaml::Pos;

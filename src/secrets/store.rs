@@ -27,6 +27,10 @@ pub enum SecretError {
     Api(#[from] kube::Error),
     #[error("no credentials for {0}: {1}")]
     Source(String, String),
+    #[error("{0:?} is not a namespace name")]
+    Namespace(String),
+    #[error("its credentials did not arrive within the review's {0:?} (--webhook-timeout)")]
+    Late(std::time::Duration),
 }
 
 /// The `auths` entry for pulling `image` from `host`: from the registry's `configs` source
@@ -211,6 +215,10 @@ impl PullSecrets {
         host: &str,
         image: &str,
     ) -> Result<String, SecretError> {
+        // The namespace goes into the API path: only a valid name may (admission checks it too).
+        if !crate::names::is_dns_label(namespace) {
+            return Err(SecretError::Namespace(namespace.to_owned()));
+        }
         self.saw(host, image);
         let name = managed_name(host);
         let key = (namespace.to_owned(), name.clone());

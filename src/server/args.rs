@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::state::DEFAULT_BODIES_BYTES;
+use super::state::{DEFAULT_BODIES_BYTES, DEFAULT_WORK_BYTES};
 use crate::source::NamespacedName;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -14,8 +14,7 @@ pub enum LogFormat {
 }
 
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
-    crate::policy::parse_duration(s)
-        .ok_or_else(|| format!("`{s}` is not a duration (500ms, 1s, 2m)"))
+    crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,14 +95,28 @@ pub struct ServeArgs {
     /// Largest request body accepted; larger ones get 413.
     #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Request bodies held in memory at once, all requests together. A request past it waits for
-    /// room until --request-timeout, then gets 503.
+    /// Request body bytes held in memory at once, all requests together (bytes that arrived, not
+    /// lengths announced). A request past it waits for room until --request-timeout, then gets 503.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BODIES_BYTES)]
     pub max_bodies_bytes: usize,
+    /// Working memory of the answers being made at once, all requests together: a review is
+    /// counted as 24 times its body, a dry-run as 48 times. A request past it waits for room
+    /// until --request-timeout, then gets 503; one larger than it runs alone.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_WORK_BYTES)]
+    pub max_work_bytes: usize,
+    /// Longest pause while a body arrives; past it the request gets 408 and its memory is freed.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    pub body_idle_timeout: Duration,
     /// A request's body must arrive within this time, or it gets 408. The API server gives a
     /// webhook call at most 30 s (timeoutSeconds).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub request_timeout: Duration,
+    /// The webhook configuration's timeoutSeconds (the chart passes it). Every review is answered
+    /// a fifth before it (at least 0.5 s), with what is known by then and a warning, so that the
+    /// API server never gives up on a call: a slow registry, ECR or credential provider costs
+    /// verification or a pull secret, not the failure policy.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub webhook_timeout: Duration,
     /// Open connections per listener; past it a new connection is closed at once.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_connections: u32,

@@ -14,21 +14,30 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::metrics::Metrics;
 
-/// A client must finish its TLS handshake, and send each request's headers once it has started
-/// one (its first request, on a new connection), within this time.
+/// A client must send each request's headers once it has started one (its first request, on a
+/// new connection), within this time.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS handshake must end within this: the API server's take milliseconds.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Handshakes under way at once per listener (a burst of new connections fits), apart from the
+/// established connections; past it the oldest is dropped for the newest, so connections that never start TLS cannot keep the
+/// API server's new ones out.
+pub const MAX_HANDSHAKES: usize = 256;
 /// In-flight requests get this long to finish after shutdown begins.
 const GRACE: Duration = Duration::from_secs(25);
-/// HTTP/2 flow-control windows: what a client may send before the server reads it. Reviews are a
-/// few KB; small windows keep a connection whose request waits for the body budget from holding
-/// megabytes (hyper's default is 1 MiB per connection).
-const H2_STREAM_WINDOW: u32 = 64 * 1024;
-const H2_CONNECTION_WINDOW: u32 = 128 * 1024;
+/// HTTP/2 flow control: what a client may send before the server reads it. Reviews are a few KB;
+/// small windows keep a connection whose requests wait for the body budget from holding
+/// megabytes (hyper's default is 1 MiB per connection). The connection's window covers every
+/// stream's, so that streams waiting for the budget (their data unread) never use up the
+/// window of the one being read: an API server sends many reviews over one connection.
+const H2_STREAMS: u32 = 32;
+const H2_STREAM_WINDOW: u32 = 16 * 1024;
+const H2_CONNECTION_WINDOW: u32 = H2_STREAMS * H2_STREAM_WINDOW;
 /// Largest HTTP/1.1 read buffer (request line and headers); the API server's are a few hundred bytes.
 const H1_MAX_BUF: usize = 64 * 1024;
 
@@ -54,6 +63,7 @@ pub async fn accept_loop(
 ) {
     let max = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let slots = Arc::new(Semaphore::new(max as usize));
+    let handshakes = Arc::new(Handshakes::default());
     let mut stopping = stop.clone();
     loop {
         let accepted = tokio::select! {
@@ -69,35 +79,47 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        // Over the limit the connection is closed at once, as Envoy does: a client learns it
-        // now instead of waiting in the backlog for its own timeout.
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics.connections_refused.inc();
-            tracing::debug!("connection limit reached; connection closed");
-            drop(tcp);
-            continue;
-        };
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let stop = stop.clone();
         let metrics = metrics.clone();
-        let tls = tls.as_ref().map(|t| TlsAcceptor::from(t.load_full()));
+        let Some(tls) = tls.as_ref().map(|t| TlsAcceptor::from(t.load_full())) else {
+            // Over the limit the connection is closed at once, as Envoy does: a client learns
+            // it now instead of waiting in the backlog for its own timeout.
+            let Some(slot) = take_slot(&slots, &metrics) else {
+                continue;
+            };
+            tokio::spawn(async move {
+                metrics.open_connections.inc();
+                serve_connection(tcp, Protocol::Either, app, limits, stop).await;
+                metrics.open_connections.dec();
+                drop(slot);
+            });
+            continue;
+        };
+        // A handshake holds no connection slot: only connections that finished one do.
+        let turn = handshakes.begin();
+        let slots = slots.clone();
         tokio::spawn(async move {
-            metrics.open_connections.inc();
-            match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(CLIENT_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
-                            serve_connection(stream, protocol, app, limits, stop).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
+            let stream = tokio::select! {
+                done = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)) => match done {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!("TLS handshake timed out"),
+                },
+                () = turn.dropped() => {
+                    metrics.connections_refused.inc();
+                    return tracing::debug!("handshake dropped for a newer connection");
                 }
-                None => serve_connection(tcp, Protocol::Either, app, limits, stop).await,
-            }
+            };
+            drop(turn);
+            let Some(slot) = take_slot(&slots, &metrics) else {
+                return;
+            };
+            metrics.open_connections.inc();
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
+            serve_connection(stream, protocol, app, limits, stop).await;
             metrics.open_connections.dec();
             drop(slot);
         });
@@ -109,6 +131,62 @@ pub async fn accept_loop(
         .is_err()
     {
         tracing::warn!("connections still open after the grace period; closing them");
+    }
+}
+
+/// One of `max_connections` slots, or `None` (counted) when all are taken.
+fn take_slot(slots: &Arc<Semaphore>, metrics: &Metrics) -> Option<OwnedSemaphorePermit> {
+    let slot = slots.clone().try_acquire_owned().ok();
+    if slot.is_none() {
+        metrics.connections_refused.inc();
+        tracing::debug!("connection limit reached; connection closed");
+    }
+    slot
+}
+
+/// The handshakes under way, oldest first; past `MAX_HANDSHAKES` the oldest is told to stop.
+#[derive(Default)]
+struct Handshakes {
+    next: AtomicU64,
+    pending: std::sync::Mutex<std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>,
+}
+
+impl Handshakes {
+    fn begin(self: &Arc<Self>) -> Turn {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let mut pending = crate::sync::lock(&self.pending);
+        if pending.len() >= MAX_HANDSHAKES {
+            if let Some((_, oldest)) = pending.pop_front() {
+                // Stored if its task is not waiting yet: it stops at its first look.
+                oldest.notify_one();
+            }
+        }
+        pending.push_back((id, stop.clone()));
+        Turn {
+            id,
+            stop,
+            all: self.clone(),
+        }
+    }
+}
+
+/// A handshake's place among those under way; leaves it when dropped.
+struct Turn {
+    id: u64,
+    stop: Arc<tokio::sync::Notify>,
+    all: Arc<Handshakes>,
+}
+
+impl Turn {
+    async fn dropped(&self) {
+        self.stop.notified().await;
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        crate::sync::lock(&self.all.pending).retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -317,7 +395,7 @@ async fn serve_connection<IO>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(H2_STREAMS)
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .keep_alive_interval(Some(Duration::from_secs(30)));

@@ -38,6 +38,14 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabel {
+    pub task: String,
+}
+
+/// The background tasks that are run again when they panic (`task_restarts_total`).
+pub const TASKS: [&str; 2] = ["pull_secret_resync", "policy_file_watch"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FetchLabel {
     pub source: String,
     pub result: String,
@@ -63,6 +71,7 @@ pub struct Metrics {
     pub policy_info: Family<HashLabel, Gauge>,
     pub policy_last_success: Gauge,
     pub credential_fetches: Family<FetchLabel, Counter>,
+    pub task_restarts: Family<TaskLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -183,9 +192,19 @@ impl Default for Metrics {
             "Credentials fetched: ECR tokens and credential provider runs, by source (ecr, provider) and result (success, failure); a failed ECR refresh keeps the last token",
             credential_fetches.clone(),
         );
+        let task_restarts = Family::<TaskLabel, Counter>::default();
+        for task in TASKS {
+            let _ = task_restarts.get_or_create(&TaskLabel { task: task.into() });
+        }
+        registry.register(
+            "task_restarts",
+            "Background tasks run again after they panicked, by task; any is a bug to report",
+            task_restarts.clone(),
+        );
         Metrics {
             registry,
             credential_fetches,
+            task_restarts,
             reviews,
             review_seconds,
             rewrites,

@@ -26,11 +26,34 @@ use tokio::sync::watch;
 use crate::policy::SAMPLE_POLICY;
 use crate::source;
 use metrics::Metrics;
-use tasks::{keep_certificate, resync_pull_secrets, watch_policy_file, watch_tls};
+use tasks::{keep_certificate, resync_pull_secrets, supervised, watch_policy_file, watch_tls};
+
+/// Libraries whose debug and trace lines show what goes over the wire (an ECR token in an AWS
+/// answer, credentials in a Secret written to the API): held at info whatever RUST_LOG says, so
+/// that no level shows a secret.
+const WIRE_LOGGERS: [&str; 12] = [
+    "aws_config",
+    "aws_credential_types",
+    "aws_sdk_ecr",
+    "aws_sigv4",
+    "aws_smithy_http_client",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_types",
+    "hyper",
+    "h2",
+    "kube_client",
+    "reqwest",
+];
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for target in WIRE_LOGGERS {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -56,10 +79,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut state = State::with_credentials(
         args.fail_closed,
         state::Limits {
-            max_body: args.max_body_bytes,
-            max_bodies: args.max_bodies_bytes,
-            request_timeout: args.request_timeout,
+            bodies: body::BodyLimits {
+                max_body: args.max_body_bytes,
+                bodies: args.max_bodies_bytes,
+                work: args.max_work_bytes,
+                timeout: args.request_timeout,
+                idle: args.body_idle_timeout,
+            },
             max_policy: args.max_policy_bytes,
+            webhook_timeout: args.webhook_timeout,
         },
         crate::credentials::Settings {
             plugin_dir: args.image_credential_provider_bin_dir.clone(),
@@ -92,10 +120,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     start_policy(&args, &state, client.clone(), &mut tasks).await?;
     let tls_config = start_tls(&args, &state, client, &mut tasks).await?;
     if let Some(pull_secrets) = state.pull_secrets.clone() {
-        tasks.spawn(resync_pull_secrets(
-            pull_secrets,
-            state.clone(),
-            args.pull_secret_resync,
+        let (resynced, every) = (state.clone(), args.pull_secret_resync);
+        tasks.spawn(supervised(
+            "pull_secret_resync",
+            state.metrics.clone(),
+            move || resync_pull_secrets(pull_secrets.clone(), resynced.clone(), every),
         ));
     }
 
@@ -173,15 +202,17 @@ async fn start_policy(
         return Ok(());
     };
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {origin}"))?;
+    let text = source::file::read_capped(path, state.policy.max_bytes())?;
+    let text = String::from_utf8(text).with_context(|| format!("{origin} is not UTF-8 text"))?;
     if let Err(why) = state.policy.apply(&origin, text.clone()).await {
         anyhow::bail!("{origin} is not a valid policy: {why}");
     }
-    tasks.spawn(watch_policy_file(
-        path.clone(),
-        text.into_bytes(),
-        args.reload_interval,
-        state.policy.clone(),
+    let (path, store, every) = (path.clone(), state.policy.clone(), args.reload_interval);
+    let text = text.into_bytes();
+    tasks.spawn(supervised(
+        "policy_file_watch",
+        state.metrics.clone(),
+        move || watch_policy_file(path.clone(), text.clone(), every, store.clone()),
     ));
     Ok(())
 }
@@ -219,8 +250,8 @@ async fn start_tls(
         (Some(c), Some(k), _) => (
             "files",
             (
-                std::fs::read(c).with_context(|| format!("cannot read {}", c.display()))?,
-                std::fs::read(k).with_context(|| format!("cannot read {}", k.display()))?,
+                source::file::read_capped(c, source::file::MAX_TLS_FILE)?,
+                source::file::read_capped(k, source::file::MAX_TLS_FILE)?,
             ),
         ),
         (_, _, Some((_, _, m))) => (
@@ -237,7 +268,7 @@ async fn start_tls(
     state.metrics.certificate(source, &cert_pem);
     let resolver = Arc::new(tls::Resolver::new(key));
     let client_ca = match &args.client_ca_file {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        Some(p) => Some(source::file::read_capped(p, source::file::MAX_TLS_FILE)?),
         None => None,
     };
     let config = tls::server_config(resolver.clone(), client_ca.as_deref())

@@ -26,6 +26,7 @@ pub async fn answer(state: &State, body: &[u8]) -> Vec<u8> {
 
 /// The pipeline behind `answer`, up to the answer and what is known of it (counted, not logged).
 pub async fn review(state: &State, body: &[u8]) -> Answer {
+    let deadline = state.review_deadline();
     let policy = state.policy.current();
     let lookup = |ns: &str, host: &str| match &state.namespace_secrets {
         Some(store) => store.covering(ns, host),
@@ -36,7 +37,9 @@ pub async fn review(state: &State, body: &[u8]) -> Answer {
         admission::Read::Answered(answer) => answer,
         admission::Read::Pod(pod) => {
             let verdicts = match &policy {
-                Some(p) if p.verify.enabled => state.checker.verdicts(p, &pod.images()).await,
+                Some(p) if p.verify.enabled => {
+                    state.checker.verdicts(p, &pod.images(), deadline).await
+                }
                 _ => None,
             };
             let extras = Extras {
@@ -48,7 +51,7 @@ pub async fn review(state: &State, body: &[u8]) -> Answer {
         }
     };
     if let (Some(ps), Some(policy), false) = (&state.pull_secrets, &policy, answer.dry_run) {
-        materialise(state, ps, policy, &mut answer).await;
+        materialise(state, ps, policy, &mut answer, deadline).await;
     }
     let m = &state.metrics;
     m.reviews
@@ -85,6 +88,7 @@ async fn materialise(
     ps: &crate::secrets::PullSecrets,
     policy: &crate::policy::Policy,
     answer: &mut Answer,
+    deadline: tokio::time::Instant,
 ) {
     let ns = answer.namespace.clone();
     if ns.is_empty() {
@@ -102,14 +106,24 @@ async fn materialise(
         }
         return;
     }
-    let results = futures::future::join_all(
+    let made = futures::future::join_all(
         answer
             .mutation
             .managed_secrets
             .iter()
             .map(|m| ps.ensure(policy, &ns, &m.registry, &m.image)),
-    )
-    .await;
+    );
+    // Past the deadline the Pod is answered without them; credentials still being fetched
+    // finish on their own, and the resync makes the Secrets.
+    let results = match tokio::time::timeout_at(deadline, made).await {
+        Ok(results) => results,
+        Err(_) => answer
+            .mutation
+            .managed_secrets
+            .iter()
+            .map(|_| Err(crate::secrets::SecretError::Late(state.review_time)))
+            .collect(),
+    };
     let names: Vec<String> = answer
         .mutation
         .managed_secrets

@@ -134,7 +134,7 @@ async fn dry_run_objects(
         Ok(items) => {
             let verdicts = state
                 .checker
-                .verdicts(&policy, &dryrun::images(&items))
+                .verdicts(&policy, &dryrun::images(&items), state.review_deadline())
                 .await;
             let opts = dryrun::Options {
                 verdicts: verdicts.as_ref(),
@@ -167,7 +167,10 @@ async fn dry_run_image(Extract(state): Extract<Arc<State>>, RawQuery(query): Raw
         return bad_request("name an image: /dry-run?image=nginx:1.25".into());
     }
     state.metrics.dry_runs.inc();
-    let verdicts = state.checker.verdicts(&policy, &images).await;
+    let verdicts = state
+        .checker
+        .verdicts(&policy, &images, state.review_deadline())
+        .await;
     Json(dryrun::explain(
         &policy,
         &images,

@@ -21,6 +21,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     pub fail_closed: bool,
     pub bodies: Arc<body::Bodies>,
+    /// Every review is answered within this (`Limits::review_time`).
+    pub review_time: Duration,
     /// Whether managed pull secrets are made, for the line on unused credentials.
     pub(super) managed_pull_secrets: Arc<AtomicBool>,
     pub(super) shutting_down: AtomicBool,
@@ -29,28 +31,49 @@ pub struct State {
 /// Bodies held at once by default: two of the largest a review may be, or thousands of ordinary
 /// ones (a few KB each), well inside the chart's 128 MiB memory limit.
 pub const DEFAULT_BODIES_BYTES: usize = 16 * 1024 * 1024;
+/// Working memory of the answers being made, by default: with the bodies and the server's own
+/// ~15 MiB, inside the chart's 128 MiB.
+pub const DEFAULT_WORK_BYTES: usize = 64 * 1024 * 1024;
 
 /// The limits `State` enforces on requests and policies (README, Limits).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    pub max_body: usize,
-    pub max_bodies: usize,
-    pub request_timeout: Duration,
+    pub bodies: body::BodyLimits,
     pub max_policy: usize,
+    /// The webhook configuration's `timeoutSeconds` (`--webhook-timeout`).
+    pub webhook_timeout: Duration,
+}
+
+impl Limits {
+    /// The defaults, with the largest body `max_body`.
+    pub fn new(max_body: usize) -> Self {
+        Limits {
+            bodies: body::BodyLimits {
+                max_body,
+                bodies: DEFAULT_BODIES_BYTES,
+                work: DEFAULT_WORK_BYTES,
+                timeout: Duration::from_secs(30),
+                idle: Duration::from_secs(5),
+            },
+            max_policy: crate::policy::MAX_POLICY_BYTES,
+            webhook_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// How long a review may take: below the API server's timeout by a fifth (at least half a
+    /// second), so that the answer is written and sent before it gives up on the call.
+    pub fn review_time(&self) -> Duration {
+        let margin = (self.webhook_timeout / 5).max(Duration::from_millis(500));
+        self.webhook_timeout
+            .saturating_sub(margin)
+            .max(Duration::from_millis(100))
+    }
 }
 
 impl State {
     /// A state with the default limits but the largest body.
     pub fn new(fail_closed: bool, max_body: usize) -> Self {
-        State::with_limits(
-            fail_closed,
-            Limits {
-                max_body,
-                max_bodies: DEFAULT_BODIES_BYTES,
-                request_timeout: Duration::from_secs(30),
-                max_policy: crate::policy::MAX_POLICY_BYTES,
-            },
-        )
+        State::with_limits(fail_closed, Limits::new(max_body))
     }
 
     pub fn with_limits(fail_closed: bool, limits: Limits) -> Self {
@@ -90,12 +113,7 @@ impl State {
                 managed_pull_secrets.clone(),
             ),
         );
-        let bodies = body::Bodies::new(
-            limits.max_body,
-            limits.max_bodies,
-            limits.request_timeout,
-            metrics.clone(),
-        );
+        let bodies = body::Bodies::new(limits.bodies, metrics.clone());
         State {
             policy: Arc::new(policy),
             pull_secrets: None,
@@ -105,9 +123,18 @@ impl State {
             metrics,
             fail_closed,
             bodies: Arc::new(bodies),
+            review_time: limits.review_time(),
             managed_pull_secrets,
             shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// When a review that starts now must be answered.
+    pub fn review_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(crate::duration::after(
+            std::time::Instant::now(),
+            self.review_time,
+        ))
     }
 
     /// Why the server is not ready, if it is not.

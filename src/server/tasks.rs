@@ -10,6 +10,37 @@ use super::state::State;
 use super::tls::{self, TlsError};
 use crate::source::{self, PolicyStore};
 
+/// Runs a background task, and again (after a second, counted in `task_restarts_total` and
+/// logged) when it panics: a task that died would leave the server serving stale state and saying
+/// nothing. Ends when the task returns or this future is dropped (which stops the task too).
+pub(super) async fn supervised<F, Fut>(task: &'static str, metrics: Arc<Metrics>, make: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    loop {
+        let handle = tokio::spawn(make());
+        let _stop = AbortOnDrop(handle.abort_handle());
+        match handle.await {
+            Err(e) if e.is_panic() => {
+                metrics
+                    .task_restarts
+                    .get_or_create(&super::metrics::TaskLabel { task: task.into() })
+                    .inc();
+                tracing::error!(task, "background task panicked; running it again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            _ => return,
+        }
+    }
+}
+
 /// Re-reads the policy file when it changes and hands it to the store, which keeps the last good
 /// policy when a text does not load.
 pub(super) fn watch_policy_file(
@@ -19,7 +50,8 @@ pub(super) fn watch_policy_file(
     store: Arc<PolicyStore>,
 ) -> impl std::future::Future<Output = ()> {
     let origin = path.display().to_string();
-    source::file::watch(vec![path], vec![loaded], every, move |read| {
+    let max = store.max_bytes();
+    source::file::watch(vec![path], vec![loaded], max, every, move |read| {
         let (store, origin) = (store.clone(), origin.clone());
         async move {
             match read {
@@ -47,23 +79,29 @@ pub(super) fn watch_tls<T>(
     parse: impl Fn(&[Vec<u8>]) -> Result<T, TlsError> + Send + 'static,
     apply: impl Fn(T) + Send + 'static,
 ) -> impl std::future::Future<Output = ()> {
-    source::file::watch(paths, loaded, every, move |read| {
-        match read
-            .map_err(TlsError::Unreadable)
-            .and_then(|files| parse(&files))
-        {
-            Ok(value) => {
-                apply(value);
-                Metrics::reload(&metrics.tls_reloads, true);
-                tracing::info!(what, "reloaded");
+    source::file::watch(
+        paths,
+        loaded,
+        source::file::MAX_TLS_FILE,
+        every,
+        move |read| {
+            match read
+                .map_err(TlsError::Unreadable)
+                .and_then(|files| parse(&files))
+            {
+                Ok(value) => {
+                    apply(value);
+                    Metrics::reload(&metrics.tls_reloads, true);
+                    tracing::info!(what, "reloaded");
+                }
+                Err(e) => {
+                    Metrics::reload(&metrics.tls_reloads, false);
+                    tracing::error!(what, error = %e, "rejected; keeping the previous one");
+                }
             }
-            Err(e) => {
-                Metrics::reload(&metrics.tls_reloads, false);
-                tracing::error!(what, error = %e, "rejected; keeping the previous one");
-            }
-        }
-        std::future::ready(())
-    })
+            std::future::ready(())
+        },
+    )
 }
 
 /// Brings managed pull secrets up to date with their sources, so a rotation needs no Pod change:

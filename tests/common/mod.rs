@@ -14,6 +14,18 @@ use std::time::{Duration, Instant};
 use image_mirror_webhook::server::tls;
 use serde_json::{json, Value};
 
+/// A line of /proc/PID/status in KiB: VmRSS (now) or VmHWM (peak).
+pub fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
