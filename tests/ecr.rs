@@ -131,7 +131,9 @@ async fn rke_ecr_example_makes_pull_secrets_from_the_token_its_keys_get() {
     );
 
     let api = FakeApi::start().await;
-    let env = aws_env(&moto.endpoint());
+    let mut env = aws_env(&moto.endpoint());
+    // No level shows a secret: trace too (the SDK, hyper and kube log the wire there).
+    env.push(("RUST_LOG", "trace".to_owned()));
     let s = ApiServe::start_with(&api, &policy, &[], &pairs(&env)).await;
     let (answer, pod) = s.review("shop", "nginx:1.25", false).await;
     assert_eq!(
@@ -164,8 +166,16 @@ async fn rke_ecr_example_makes_pull_secrets_from_the_token_its_keys_get() {
             .contains(r#"image_mirror_credential_fetches_total{source="ecr",result="success"} 1"#),
         "{metrics}"
     );
+    use base64::Engine;
+    let wire =
+        base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", token("123456789012")));
+    assert!(
+        s.logs().contains(" TRACE "),
+        "RUST_LOG=trace was not in force"
+    );
     for text in [&dry, &metrics, &s.logs(), &answer.to_string()] {
         assert!(!text.contains(&token("123456789012")));
+        assert!(!text.contains(&wire));
         assert!(!text.contains("SECRETKEY"));
     }
 }

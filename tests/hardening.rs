@@ -828,6 +828,12 @@ fn check_warns_of_replacements_that_make_only_invalid_references() {
         ("\"/mirror/$1\"", "starts with `/`"),
         ("\"mirror/$1/\"", "ends with `/`"),
         ("\"mirror:$1\"", "contains `:`"),
+        ("\"\"", "it is empty"),
+        ("\"-$1\"", "starts with `-`"),
+        ("\"../$1\"", "a path component ends with `.`"),
+        ("\"mirror-/$1\"", "a path component ends with `-`"),
+        ("\"mirror/_$1\"", "a path component starts with `_`"),
+        ("\"$1.\"", "ends with `.`"),
     ];
     for (replacement, why) in cases {
         let text = format!(

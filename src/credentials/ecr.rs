@@ -25,6 +25,8 @@ pub enum EcrError {
 struct Token {
     password: Arc<Secret>,
     refresh_at: Instant,
+    /// A registry refused it: no use while another is fetched.
+    refused: bool,
 }
 
 /// A fetch under way, shared by every caller that waits for it.
@@ -53,8 +55,9 @@ impl Tokens {
     }
 
     /// The current token's password for `host`: the cached one while it is fresh; when it is
-    /// due, still the cached one while another is fetched in the background; else a new one.
-    /// When AWS fails, the last one (counted and logged) if there is one.
+    /// due, still the cached one while another is fetched in the background; else (none yet, or
+    /// a registry refused it) a new one. When AWS fails, the last one (counted and logged) if
+    /// there is one.
     pub async fn password(
         self: &Arc<Self>,
         host: &str,
@@ -63,6 +66,7 @@ impl Tokens {
         let last = {
             let tokens = lock(&self.tokens);
             match tokens.get(host) {
+                Some(t) if t.refused => None,
                 Some(t) if Instant::now() < t.refresh_at => return Ok(t.password.clone()),
                 Some(t) => Some(t.password.clone()),
                 None => None,
@@ -122,6 +126,7 @@ impl Tokens {
                     Token {
                         password: password.clone(),
                         refresh_at,
+                        refused: false,
                     },
                 );
                 Ok(password)
@@ -142,10 +147,11 @@ impl Tokens {
         }
     }
 
-    /// Marks `host`'s token due, so the next use fetches another (a registry refused it).
+    /// A registry refused `host`'s token: the next use waits for another.
     pub fn expire(&self, host: &str) {
         if let Some(t) = lock(&self.tokens).get_mut(host) {
             t.refresh_at = Instant::now();
+            t.refused = true;
         }
     }
 

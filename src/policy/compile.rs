@@ -598,15 +598,29 @@ fn check_replacement(r: &mut Reader, regex: &Regex, rep: &Spanned<String>, path:
 }
 
 /// Why text that every rewritten path contains makes it invalid, if it does: characters a
-/// repository path never has, an empty component, or a leading or trailing `/`.
+/// repository path never has, an empty path or component, a leading or trailing `/`, or a
+/// component that starts or ends with a separator (`.`, `_`, `-`: `-x`, `../x`, `x-/y`).
 fn never_a_path(literals: &[&str]) -> Option<String> {
     let allowed = |c: char| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '-' | '/');
+    let separator = |c: char| matches!(c, '.' | '_' | '-');
+    if literals.iter().all(|l| l.is_empty()) && literals.len() == 1 {
+        return Some("it is empty".into());
+    }
     for lit in literals {
         if let Some(c) = lit.chars().find(|c| !allowed(*c)) {
             return Some(format!("it contains `{c}`"));
         }
         if lit.contains("//") {
             return Some("it contains `//`".into());
+        }
+        for (i, _) in lit.match_indices('/') {
+            let (before, after) = (&lit[..i], &lit[i + 1..]);
+            if let Some(c) = before.chars().next_back().filter(|c| separator(*c)) {
+                return Some(format!("a path component ends with `{c}`"));
+            }
+            if let Some(c) = after.chars().next().filter(|c| separator(*c)) {
+                return Some(format!("a path component starts with `{c}`"));
+            }
         }
     }
     let first = literals.first().copied().unwrap_or_default();
@@ -616,6 +630,12 @@ fn never_a_path(literals: &[&str]) -> Option<String> {
     }
     if last.ends_with('/') {
         return Some("it ends with `/`".into());
+    }
+    if let Some(c) = first.chars().next().filter(|c| separator(*c)) {
+        return Some(format!("it starts with `{c}`"));
+    }
+    if let Some(c) = last.chars().next_back().filter(|c| separator(*c)) {
+        return Some(format!("it ends with `{c}`"));
     }
     None
 }

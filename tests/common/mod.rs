@@ -163,8 +163,8 @@ impl Server {
         }
         let child = cmd
             .args(opts.extra)
-            .envs(opts.env.iter().copied())
             .env("RUST_LOG", "debug")
+            .envs(opts.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
