@@ -23,9 +23,16 @@ pub enum Listed {
 
 /// How often a kind is listed again from the start after its continue token expired.
 const RELISTS: usize = 3;
+/// The most pages of one kind: ten million objects at 1,000 a page. A server that keeps
+/// answering with more is not listing a finite cluster.
+const MAX_PAGES: usize = 10_000;
+/// One page must arrive within this; the API server answers a page of 500 in well under a second.
+const PAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Lists one kind page by page, handing each object to `each`. An expired continue token (410)
-/// starts the list again, as client-go's pager does.
+/// starts the list again, as client-go's pager does. A page that does not arrive within
+/// `PAGE_TIMEOUT`, a continue token already seen, a page larger than asked for, and more than
+/// `MAX_PAGES` pages are errors: a hostile or broken server cannot keep `audit` going for ever.
 pub async fn list_kind(
     client: &Client,
     scope: &Scope,
@@ -41,7 +48,8 @@ pub async fn list_kind(
     };
     let mut relists = 0;
     let mut token: Option<String> = None;
-    loop {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..MAX_PAGES {
         let mut params = ListParams::default().limit(scope.page_size);
         if let Some(s) = &scope.selector {
             params = params.labels(s);
@@ -49,21 +57,44 @@ pub async fn list_kind(
         if let Some(t) = &token {
             params = params.continue_token(t);
         }
-        match api.list(&params).await {
+        let listed = match tokio::time::timeout(PAGE_TIMEOUT, api.list(&params)).await {
+            Ok(listed) => listed,
+            Err(_) => {
+                return Err(format!(
+                    "cannot list {plural}: no page within {} s",
+                    PAGE_TIMEOUT.as_secs()
+                ))
+            }
+        };
+        match listed {
             Ok(page) => {
+                if page.items.len() > scope.page_size as usize {
+                    return Err(format!(
+                        "cannot list {plural}: the server sent {} objects in a page of {}",
+                        page.items.len(),
+                        scope.page_size
+                    ));
+                }
                 for item in page.items {
                     if let Ok(v) = serde_json::to_value(&item) {
                         each(Listed::Object(v));
                     }
                 }
                 token = page.metadata.continue_.filter(|t| !t.is_empty());
-                if token.is_none() {
-                    return Ok(());
+                match &token {
+                    None => return Ok(()),
+                    Some(t) if !seen.insert(t.clone()) => {
+                        return Err(format!(
+                            "cannot list {plural}: the server repeated a continue token"
+                        ))
+                    }
+                    Some(_) => {}
                 }
             }
             Err(kube::Error::Api(e)) if e.code == 410 && token.is_some() && relists < RELISTS => {
                 relists += 1;
                 token = None;
+                seen.clear();
                 each(Listed::Restart);
             }
             Err(kube::Error::Api(e)) => {
@@ -75,4 +106,7 @@ pub async fn list_kind(
             Err(e) => return Err(format!("cannot list {plural}: {e}")),
         }
     }
+    Err(format!(
+        "cannot list {plural}: more than {MAX_PAGES} pages (the server keeps sending continue tokens)"
+    ))
 }

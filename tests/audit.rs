@@ -342,6 +342,35 @@ async fn a_forbidden_kind_is_reported_and_the_rest_audited() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 kind(s) could not be listed"));
 }
 
+/// A server that answers every page with the same continue token would keep `audit` listing for
+/// ever: the repeated token is an error for that kind, and the others are audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_continue_token_ends_the_listing() {
+    let api = FakeApi::start().await;
+    let registry = FakeRegistry::start().await;
+    fill(&api);
+    api.list_endlessly("jobs");
+    let run = Run::new(&api, &policy(&registry));
+    let started = std::time::Instant::now();
+    let (report, out) = run.json(&["--page-size", "2"]).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1));
+    let errors = report["errors"].to_string();
+    assert!(
+        errors.contains("cannot list jobs: the server repeated a continue token"),
+        "{errors}"
+    );
+    let jobs = api
+        .workload_lists()
+        .iter()
+        .filter(|(plural, _, _)| plural == "jobs")
+        .count();
+    assert_eq!(
+        jobs, 2,
+        "the first page and the one that repeated its token"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_asks_each_mirror_once_per_image_and_fails_on_missing() {
     let api = FakeApi::start().await;

@@ -38,6 +38,9 @@ struct Inner {
     forbidden: std::collections::HashSet<String>,
     /// Plurals whose next continued list answers 410.
     expire_next_continue: std::collections::HashSet<String>,
+    /// Plurals whose lists answer the first page with the same continue token for ever (a
+    /// hostile or broken server).
+    endless: std::collections::HashSet<String>,
     /// Every workload list request: (plural, limit, continue token).
     workload_lists: Vec<(String, Option<String>, Option<String>)>,
 }
@@ -313,6 +316,12 @@ impl FakeApi {
         inner.expire_next_continue.insert(plural.to_owned());
     }
 
+    /// Every list of `plural` answers its first page again, with the same continue token.
+    pub fn list_endlessly(&self, plural: &str) {
+        let mut inner = self.shared.inner.lock().unwrap();
+        inner.endless.insert(plural.to_owned());
+    }
+
     /// The workload list requests so far: (plural, limit, continue).
     pub fn workload_lists(&self) -> Vec<(String, Option<String>, Option<String>)> {
         self.shared.inner.lock().unwrap().workload_lists.clone()
@@ -377,8 +386,10 @@ fn list_workloads(
             "The provided continue parameter is too old to display a consistent list result.",
         );
     }
+    let endless = inner.endless.contains(plural);
     let after: Option<(String, String)> = token
         .as_deref()
+        .filter(|_| !endless)
         .and_then(|t| t.split_once('/'))
         .map(|(a, b)| (a.to_owned(), b.to_owned()));
     let terms: Vec<(String, String)> = q
@@ -433,6 +444,9 @@ fn list_workloads(
     let mut metadata = json!({"resourceVersion": inner.rv.to_string()});
     if let Some(n) = next {
         metadata["continue"] = json!(n);
+    }
+    if endless {
+        metadata["continue"] = json!("again");
     }
     Json(json!({"apiVersion": "v1", "kind": "List", "metadata": metadata, "items": items}))
         .into_response()
