@@ -1,5 +1,5 @@
 //! The workloads of a live cluster, listed through the Kubernetes API for `audit` (I/O): every
-//! kind `audit::KINDS` names, page by page, so memory stays flat however large the cluster.
+//! kind `audit::KINDS` names, page by page, each page dropped once handed on.
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::Client;
