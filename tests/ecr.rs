@@ -344,3 +344,84 @@ async fn verify_sends_the_ecr_token_to_the_registry() {
         "{metrics}"
     );
 }
+
+/// An AWS endpoint that accepts connections and then misbehaves: never answers, or answers with
+/// a body that never ends.
+async fn hostile_aws(endless_body: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = conn.read(&mut buf).await;
+                if !endless_body {
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                    return;
+                }
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if conn.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                // 1 GiB at most, or until the client hangs up.
+                for _ in 0..16_384 {
+                    if conn.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+/// An ECR API that never answers or answers without end: reviews are answered within the
+/// webhook's timeout (with a warning), each call ends within the SDK's 10 s and is counted as a
+/// failure, and an endless answer is read no further than 64 KiB.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_or_endless_ecr_api_costs_a_warning_not_the_review() {
+    for endless in [false, true] {
+        let endpoint = hostile_aws(endless).await;
+        let api = FakeApi::start().await;
+        let s = ApiServe::start_with(
+            &api,
+            &rke_example(),
+            &["--webhook-timeout", "2s"],
+            &pairs(&aws_env(&endpoint)),
+        )
+        .await;
+        let pid = s.server.child.id();
+        let started = Instant::now();
+        let (answer, pod) = s.review("shop", "nginx:1.25", false).await;
+        assert!(started.elapsed() < Duration::from_secs(2), "{endless}");
+        assert_eq!(
+            pod["spec"]["containers"][0]["image"],
+            format!("{ECR}/nginx:1.25")
+        );
+        assert!(
+            answer["response"]["warnings"]
+                .to_string()
+                .contains("could not be made yet"),
+            "{answer}"
+        );
+        common::wait_until(
+            "the ECR call counted as failed",
+            Duration::from_secs(20),
+            || async {
+                counter(
+                    &s.server.metrics().await,
+                    r#"image_mirror_credential_fetches_total{source="ecr",result="failure"} "#,
+                ) >= 1
+            },
+        )
+        .await;
+        let peak = common::proc_kib(pid, "VmHWM");
+        assert!(peak < 96 * 1024, "{endless}: peak RSS {peak} KiB");
+        assert!(!s.logs().contains("panicked"));
+    }
+}
