@@ -32,6 +32,8 @@ need skopeo || apt_install skopeo
 need htpasswd || apt_install apache2-utils
 # promtool checks the chart's alert rules and the metrics a real scrape shows (tests/chart/operations.py).
 need promtool || apt_install --no-install-recommends prometheus
+# Go builds the real control plane the end-to-end tests run against (tests/cluster/).
+need go || { echo "Go 1.26 or later is needed to build the control plane (tests/cluster/go.mod)" >&2; exit 1; }
 
 python3 tests/chart/lint.py
 # The Dockerfile's dependency layer, replayed without Docker (there is no engine here): its stub
@@ -50,3 +52,7 @@ python3 tests/chart/render.py "${CARGO_TARGET_DIR:-target}/debug/image-mirror-we
 python3 tests/chart/operations.py "${CARGO_TARGET_DIR:-target}/debug/image-mirror-webhook"
 # Library, binary and integration tests (there are no doc tests).
 cargo test --locked --lib --bins --tests
+# End to end against a real control plane: kube-apiserver, kube-controller-manager and etcd built
+# from their Go modules at the release tests/cluster/go.mod pins (once per machine; Go's caches
+# make later builds a relink), started on loopback, stopped afterwards.
+python3 tests/cluster/e2e.py "${CARGO_TARGET_DIR:-target}/debug/image-mirror-webhook"
