@@ -101,18 +101,27 @@ pub async fn accept_loop(
         let turn = handshakes.begin();
         let slots = slots.clone();
         tokio::spawn(async move {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp));
             let stream = tokio::select! {
-                done = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)) => match done {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!("TLS handshake timed out"),
-                },
+                done = handshake => done,
                 () = turn.dropped() => {
                     metrics.connections_refused.inc();
-                    return tracing::debug!("handshake dropped for a newer connection");
+                    tracing::debug!("handshake dropped for a newer connection");
+                    return;
                 }
             };
             drop(turn);
+            let stream = match stream {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            };
             let Some(slot) = take_slot(&slots, &metrics) else {
                 return;
             };
