@@ -169,29 +169,6 @@ async fn durations_past_any_clock_are_refused_not_panics() {
     assert!(!s.logs().contains("panicked"), "{}", s.logs());
 }
 
-type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
-
-async fn connect(server: &Server) -> std::io::Result<Tls> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(server.ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(name, tcp)
-        .await
-}
-
 fn small_review(uid: &str) -> Value {
     let pod = json!({"metadata": {"name": "p", "namespace": "default"},
         "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]}});
@@ -223,7 +200,7 @@ async fn announced_bodies_that_never_arrive_stall_nobody() {
     });
     let mut stalled = Vec::new();
     for _ in 0..2 {
-        let mut c = connect(&server).await.unwrap();
+        let mut c = common::connect_tls(&server, b"http/1.1").await.unwrap();
         c.write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 8388608\r\n\r\n{\"api")
             .await
             .unwrap();

@@ -116,51 +116,8 @@ async fn registry_answers_are_capped_and_a_check_ends_within_its_timeout() {
     );
 }
 
-/// A TLS client that trusts `server`'s CA and offers `alpn`.
-fn tls_connector(
-    ca_pem: &str,
-    alpn: &[u8],
-    identity: Option<(&str, &str)>,
-) -> tokio_rustls::TlsConnector {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots);
-    let mut config = match identity {
-        None => builder.with_no_client_auth(),
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                CertificateDer::pem_slice_iter(cert.as_bytes())
-                    .map(|c| c.unwrap())
-                    .collect(),
-                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-    };
-    config.alpn_protocols = vec![alpn.to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
-type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
-
-async fn connect(server: &Server, alpn: &[u8]) -> std::io::Result<Tls> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    tls_connector(&server.ca_pem, alpn, None)
-        .connect(name, tcp)
-        .await
-}
-
 /// Reads until the server closes the connection; how long that took.
-async fn time_to_close(stream: &mut Tls, limit: Duration) -> Duration {
+async fn time_to_close(stream: &mut common::Tls, limit: Duration) -> Duration {
     let started = Instant::now();
     let mut buf = [0u8; 4096];
     loop {
@@ -183,7 +140,7 @@ async fn idle_connections_close_and_stalled_bodies_time_out() {
         ..Options::default()
     });
 
-    let mut h1 = connect(&server, b"http/1.1").await.unwrap();
+    let mut h1 = common::connect_tls(&server, b"http/1.1").await.unwrap();
     h1.write_all(HEALTHZ).await.unwrap();
     let mut buf = [0u8; 1024];
     let n = h1.read(&mut buf).await.unwrap();
@@ -194,7 +151,7 @@ async fn idle_connections_close_and_stalled_bodies_time_out() {
         "{closed:?}"
     );
 
-    let h2 = connect(&server, b"h2").await.unwrap();
+    let h2 = common::connect_tls(&server, b"h2").await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(h2),
@@ -218,7 +175,7 @@ async fn idle_connections_close_and_stalled_bodies_time_out() {
         "{closed:?}"
     );
 
-    let mut stalled = connect(&server, b"http/1.1").await.unwrap();
+    let mut stalled = common::connect_tls(&server, b"http/1.1").await.unwrap();
     stalled
         .write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"apiVersion\":")
         .await
@@ -253,7 +210,7 @@ async fn connections_past_the_limit_are_closed_at_once() {
     });
     let mut open = Vec::new();
     for _ in 0..4 {
-        let mut c = connect(&server, b"http/1.1").await.unwrap();
+        let mut c = common::connect_tls(&server, b"http/1.1").await.unwrap();
         c.write_all(HEALTHZ).await.unwrap();
         let mut buf = [0u8; 512];
         assert!(c.read(&mut buf).await.unwrap() > 0);
@@ -261,7 +218,7 @@ async fn connections_past_the_limit_are_closed_at_once() {
     }
     // Slots count connections past their handshake: the fifth is closed right after it.
     let refused = tokio::time::timeout(Duration::from_secs(2), async {
-        let mut c = connect(&server, b"http/1.1").await?;
+        let mut c = common::connect_tls(&server, b"http/1.1").await?;
         c.write_all(HEALTHZ).await?;
         let mut buf = [0u8; 512];
         match c.read(&mut buf).await? {
@@ -276,7 +233,7 @@ async fn connections_past_the_limit_are_closed_at_once() {
     common::wait_until(
         "a freed connection slot",
         Duration::from_secs(5),
-        || async { connect(&server, b"http/1.1").await.is_ok() },
+        || async { common::connect_tls(&server, b"http/1.1").await.is_ok() },
     )
     .await;
     let metrics = server.metrics().await;
@@ -502,7 +459,7 @@ async fn get_with_identity(
         .await
         .map_err(|e| e.to_string())?;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let connector = tls_connector(
+    let connector = common::tls_connector(
         &server.ca_pem,
         b"http/1.1",
         identity.map(|i| (i.cert_pem.as_str(), i.key_pem.as_str())),
