@@ -15,6 +15,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bin=${CLUSTER_BIN:-$root/target/cluster/bin}
 commands=(etcd kube-apiserver kube-controller-manager kubectl)
+# The machine's Go: no toolchain download (go.mod asks for 1.26.0 or later).
+export GOTOOLCHAIN=local
 
 build() {
   local missing=0
@@ -33,7 +35,9 @@ build() {
     flags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     flags+=" -X $pkg.gitTreeState=clean"
   done
-  (cd "$here" && go build -ldflags "$flags" -o "$bin/" ./etcd k8s.io/kubernetes/cmd/kube-apiserver \
+  # No VCS stamp: a clone may not be a git checkout Go can read.
+  (cd "$here" && go build -buildvcs=false -ldflags "$flags" -o "$bin/" \
+    ./etcd k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
   echo "$version" > "$bin/version"
 }
