@@ -508,35 +508,78 @@ async fn wide_pods_at_once_stay_within_the_memory_limit() {
     assert!(peak < 128 * MIB, "peak RSS {peak} KiB");
 }
 
-/// 10. Policy files are read no further than the policy limit: /dev/zero is an error at once.
-#[test]
-fn an_endless_policy_file_is_an_error_not_a_wait() {
-    let started = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
-        .args(["check", "/dev/zero"])
-        .output()
+/// The output of `args` run to its end, or a failure (and the process killed) past `limit`.
+fn output_within(args: &[&str], limit: Duration) -> std::process::Output {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let started = Instant::now();
+    while !waiter.is_finished() {
+        if started.elapsed() > limit {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("{args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    waiter.join().unwrap()
+}
+
+/// 10. Policy files are read no further than the policy limit: /dev/zero is an error at once,
+/// for `check`, for `serve` at start, and for `serve`'s watcher when the file becomes it (the
+/// server keeps its policy, stays small and stops on SIGTERM).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_policy_file_is_an_error_not_a_wait() {
+    let out = output_within(&["check", "/dev/zero"], Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("larger than 1048576 bytes"), "{err}");
+
     let dir = TempDir::new("edges-devzero");
     let link = dir.path("policy.yaml");
     std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
-        .arg("serve")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{}", common::free_port()))
-        .arg("--dev-cert-dir")
-        .arg(dir.path("certs"))
-        .arg("--policy-file")
-        .arg(&link)
-        .output()
-        .unwrap();
+    let port = common::free_port().to_string();
+    let certs = dir.path("certs").to_string_lossy().into_owned();
+    let out = output_within(
+        &[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--dev-cert-dir",
+            &certs,
+            "--policy-file",
+            &link.to_string_lossy(),
+        ],
+        Duration::from_secs(10),
+    );
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("larger than"),
         "{out:?}"
     );
+
+    let mut server = Server::with_policy("mirrors: {}\n");
+    let policy = server.dir.path("policy.yaml");
+    std::fs::remove_file(&policy).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &policy).unwrap();
+    common::wait_until(
+        "the endless file refused",
+        Duration::from_secs(10),
+        || async { server.logs().contains("at most 1048576 are accepted") },
+    )
+    .await;
+    let rss = common::proc_kib(server.child.id(), "VmHWM");
+    assert!(rss < 64 * MIB, "peak RSS {rss} KiB");
+    server.wait_ready().await;
+    let started = Instant::now();
+    assert!(server.terminate().success());
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
