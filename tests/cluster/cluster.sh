@@ -6,8 +6,9 @@
 #   cluster.sh down DIR     stop every process `up` started (by PID) and remove DIR
 #   cluster.sh compact DIR  compact etcd's history to now (older watches then get 410 Gone)
 #   cluster.sh restart-apiserver DIR
-#                           stop and start kube-apiserver: every watch is cut, and its watch
-#                           cache starts afresh
+#                           kill kube-apiserver (as a crash would: a graceful stop keeps serving
+#                           open watches for a minute) and start it again: every watch is cut,
+#                           and its watch cache starts afresh
 # No scheduler and no kubelet: Pods stay Pending, which is all admission needs; the controller
 # manager turns Deployments, Jobs and CronJobs into Pods.
 set -euo pipefail
@@ -195,7 +196,7 @@ restart_apiserver() {
   dir=$(cd "$1" && pwd)
   local pid
   pid=$(awk '$2 == "kube-apiserver" {p = $1} END {print p}' "$dir/pids")
-  kill "$pid"
+  kill -9 "$pid"
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   eval "start kube-apiserver $(cat "$dir/kube-apiserver.command")"
   wait_for kube-apiserver 240 "$bin/kubectl" --kubeconfig "$dir/kubeconfig" get --raw /readyz

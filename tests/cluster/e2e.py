@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import pathlib
-import shutil
 import socket
 import ssl
 import subprocess
@@ -96,6 +95,13 @@ class Cluster:
         return {c["name"]: c["image"] for key in ("initContainers", "containers", "ephemeralContainers")
                 for c in spec.get(key, [])}
 
+    def namespace(self, name):
+        """A new namespace, once its default ServiceAccount (which admission needs for every Pod,
+        and the controller manager makes) is there."""
+        self.kubectl("create", "namespace", name)
+        wait(f"the default ServiceAccount in {name}",
+             lambda: self.kubectl("get", "sa", "default", "-n", name, ok=False).returncode == 0, 60)
+
     def first_pod(self, ns, selector):
         items = self.json("get", "pods", "-n", ns, "-l", selector)["items"]
         return items[0]["metadata"]["name"] if items else None
@@ -150,7 +156,7 @@ class Webhook:
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), POD_NAME="imw-e2e",
                    POD_NAMESPACE=NAMESPACE, RUST_LOG="info")
         self.proc = subprocess.Popen([binary, *self.args], env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
+                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "a"))
 
     def ready(self):
         try:
@@ -158,10 +164,6 @@ class Webhook:
                 return r.status == 200
         except OSError:
             return False
-
-    def metrics(self):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/metrics", timeout=5) as r:
-            return r.read().decode()
 
     def logs(self):
         return self.log.read_text()
@@ -254,7 +256,7 @@ def scenarios(binary, cluster):
     by_kind = {}
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
-    cluster.kubectl("create", "namespace", NAMESPACE)
+    cluster.namespace(NAMESPACE)
     skipped = {"Deployment", "Service", "PodDisruptionBudget", "MutatingWebhookConfiguration"}
     cluster.apply([d for d in docs if d["kind"] not in skipped])
     deployment = by_kind["Deployment"][0]
@@ -275,9 +277,9 @@ def scenarios(binary, cluster):
         tls = next(a for a in hook.args if a.startswith("--cert-secret=")).split("/", 1)[1]
         check("selfManaged: the certificate Secret is written",
               cluster.kubectl("get", "secret", "-n", NAMESPACE, tls, ok=False).returncode == 0)
-        admission(cluster, hook)
+        admission(cluster)
         reinvocation(cluster)
-        policy_edits(cluster, hook)
+        policy_edits(cluster)
         watch_after_compaction(cluster, hook)
         audit(binary, cluster)
         check("client authentication: the webhook restarts requiring the API server's certificate",
@@ -293,19 +295,17 @@ def scenarios(binary, cluster):
         renewal(cluster, hooks[-1])
         hooks[-1].stop()
         hooks.append(existing_secret(binary, cluster))
-        failure_policy(binary, cluster, hooks[-1], by_kind)
+        failure_policy(cluster, hooks[-1])
     finally:
         for h in hooks:
             h.stop()
 
 
-def admission(cluster, hook):
+def admission(cluster):
     for ns in ("team", "team-dry"):
-        cluster.kubectl("create", "namespace", ns)
+        cluster.namespace(ns)
     # kubectl run: the stored Pod has the mirrored image and the managed pull secret, which the
     # chart's RBAC let the webhook write in the Pod's namespace.
-    wait("the default ServiceAccount in team",
-         lambda: cluster.kubectl("get", "sa", "default", "-n", "team").returncode == 0, 60)
     cluster.kubectl("run", "web", "-n", "team", "--image=nginx:1.25")
     images = cluster.pod_images("team", "web")
     check("kubectl run: the stored Pod has the mirrored image", images == {"web": mirrored("nginx:1.25")}, images)
@@ -318,8 +318,6 @@ def admission(cluster, hook):
           "image-mirror-webhook.io/original-images" in pod["metadata"].get("annotations", {}))
 
     # Server-side dry-run: the rewrite shows, and no Secret is written (sideEffects: NoneOnDryRun).
-    wait("the default ServiceAccount in team-dry",
-         lambda: cluster.kubectl("get", "sa", "default", "-n", "team-dry").returncode == 0, 60)
     dry = json.loads(cluster.kubectl("run", "dry", "-n", "team-dry", "--image=nginx:1.25",
                                      "--dry-run=server", "-o", "json").stdout)
     check("kubectl --dry-run=server shows the rewrite",
@@ -367,17 +365,13 @@ def admission(cluster, hook):
     check("kubectl debug: the ephemeral container is mirrored", images.get("dbg") == mirrored("busybox:1.36"), images)
 
     # Opt-outs: a labelled namespace, a labelled Pod, the release namespace.
-    cluster.kubectl("create", "namespace", "opted-out")
+    cluster.namespace("opted-out")
     cluster.kubectl("label", "namespace", "opted-out", f"{SKIP}=true")
-    wait("the default ServiceAccount in opted-out",
-         lambda: cluster.kubectl("get", "sa", "default", "-n", "opted-out").returncode == 0, 60)
     cluster.kubectl("run", "web", "-n", "opted-out", "--image=nginx:1.25")
     check("a namespace labelled skip is left alone",
           cluster.pod_images("opted-out", "web") == {"web": "nginx:1.25"})
     cluster.kubectl("run", "own", "-n", "team", "--image=nginx:1.25", f"--labels={SKIP}=true")
     check("a Pod labelled skip is left alone", cluster.pod_images("team", "own") == {"own": "nginx:1.25"})
-    wait(f"the default ServiceAccount in {NAMESPACE}",
-         lambda: cluster.kubectl("get", "sa", "default", "-n", NAMESPACE).returncode == 0, 60)
     cluster.kubectl("run", "web", "-n", NAMESPACE, "--image=nginx:1.25")
     check("the release namespace is left alone", cluster.pod_images(NAMESPACE, "web") == {"web": "nginx:1.25"})
     cluster.kubectl("delete", "pod", "web", "-n", NAMESPACE, "--wait=false")
@@ -393,10 +387,8 @@ def check_wait(what, ok, timeout):
 def reinvocation(cluster):
     sidecar = Sidecar(cluster)
     try:
-        cluster.kubectl("create", "namespace", "meshed")
+        cluster.namespace("meshed")
         cluster.apply([sidecar.configuration("meshed")])
-        wait("the default ServiceAccount in meshed",
-             lambda: cluster.kubectl("get", "sa", "default", "-n", "meshed").returncode == 0, 60)
         cluster.kubectl("run", "web", "-n", "meshed", "--image=nginx:1.25")
         images = cluster.pod_images("meshed", "web")
         check("reinvocation: a sidecar added after ours is mirrored too",
@@ -406,22 +398,17 @@ def reinvocation(cluster):
         sidecar.stop()
 
 
-def policy_edits(cluster, hook):
+def policy_edits(cluster):
     cm = f"{FULL}-policy"
     current = cluster.json("get", "configmap", "-n", NAMESPACE, cm)
     key = "policy.yaml"
     edited = dict(POLICY, mirrors={"docker.io": {"endpoint": [f"https://{OTHER}"]}})
     current["data"][key] = yaml.safe_dump(edited)
     cluster.apply([current])
-    cluster.kubectl("create", "namespace", "edits")
-    wait("the default ServiceAccount in edits",
-         lambda: cluster.kubectl("get", "sa", "default", "-n", "edits").returncode == 0, 60)
+    cluster.namespace("edits")
 
     def rewritten_to(host):
-        name = f"p{time.monotonic_ns()}"
-        dry = json.loads(cluster.kubectl("run", name, "-n", "edits", "--image=nginx:1.25",
-                                         "--dry-run=server", "-o", "json").stdout)
-        return dry["spec"]["containers"][0]["image"].startswith(host + "/")
+        return (dry_run_image(cluster, "edits") or "").startswith(host + "/")
 
     check("a ConfigMap edit applies within seconds", wait("the edited policy", lambda: rewritten_to(OTHER), 20))
     current = cluster.json("get", "configmap", "-n", NAMESPACE, cm)
@@ -454,7 +441,10 @@ def watch_after_compaction(cluster, hook):
     subprocess.run(["bash", str(HERE / "cluster.sh"), "restart-apiserver", str(cluster.dir)], check=True,
                    capture_output=True)
     check("after compaction and an API server restart the webhook stays ready", hook.ready())
-    check("... and keeps the policy in force", dry_run_image(cluster, "edits") == mirrored("nginx:1.25"))
+    check("... its watch resumed from a compacted revision got 410 Gone", wait(
+        "the 410", lambda: "too old resource version" in hook.logs(), 30), hook.logs()[-3000:])
+    check("... and keeps the policy in force", wait(
+        "a review", lambda: dry_run_image(cluster, "edits") == mirrored("nginx:1.25"), 30))
     cm = f"{FULL}-policy"
     current = cluster.json("get", "configmap", "-n", NAMESPACE, cm)
     current["data"]["policy.yaml"] = yaml.safe_dump(dict(POLICY, mirrors={"docker.io": {"endpoint": [f"https://{OTHER}"]}}))
@@ -486,7 +476,7 @@ def client_authentication(cluster, hook):
     check("client authentication: a client without a certificate is refused", refused)
 
 
-def served_serial(port):
+def served_certificate(port):
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -497,13 +487,13 @@ def served_serial(port):
 
 def renewal(cluster, hook):
     """A short-lived certificate renewed while reviews keep coming: none fails."""
-    first = served_serial(hook.port)
+    first = served_certificate(hook.port)
     results = []
     deadline = time.monotonic() + 25
     while time.monotonic() < deadline:
         results.append(dry_run_image(cluster, "edits"))
         time.sleep(0.5)
-    renewed = served_serial(hook.port) != first
+    renewed = served_certificate(hook.port) != first
     check("renewal: the serving certificate was renewed", renewed)
     check(f"renewal: every one of {len(results)} reviews during it was answered and mirrored",
           results and all(r == mirrored("nginx:1.25") for r in results), results)
@@ -557,12 +547,10 @@ def existing_secret(binary, cluster):
     return hook
 
 
-def failure_policy(binary, cluster, hook, by_kind):
+def failure_policy(cluster, hook):
     """With the webhook stopped: Ignore admits unchanged in time; Fail refuses."""
     hook.stop()
-    cluster.kubectl("create", "namespace", "down")
-    wait("the default ServiceAccount in down",
-         lambda: cluster.kubectl("get", "sa", "default", "-n", "down").returncode == 0, 60)
+    cluster.namespace("down")
     started = time.monotonic()
     cluster.kubectl("run", "web", "-n", "down", "--image=nginx:1.25")
     took = time.monotonic() - started
