@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -499,21 +500,88 @@ def renewal(cluster, hook):
           results and all(r == mirrored("nginx:1.25") for r in results), results)
 
 
+class RestartingProxy:
+    """A plain-HTTP proxy to the API server (with the admin's client certificate, as `kubectl
+    proxy`) that, before the first continued list of Pods, writes, compacts etcd past the token's
+    revision and restarts the API server: the real server then answers that continue token with
+    410 Expired (a compaction alone does not: 1.37 serves continued lists from its watch cache)."""
+
+    def __init__(self, cluster):
+        self.port, self.expired, self.restarted = free_port(), 0, False
+        pki = cluster.dir / "pki"
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        context.load_cert_chain(pki / "admin.crt", pki / "admin.key")
+        upstream = f"https://127.0.0.1:{cluster.port}"
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                if "/pods" in self.path and "continue=" in self.path and not proxy.restarted:
+                    proxy.restarted = True
+                    # A write, so that the compaction passes the token's revision.
+                    cluster.kubectl("create", "configmap", "bump", "-n", "team")
+                    for step in ("compact", "restart-apiserver"):
+                        subprocess.run(["bash", str(HERE / "cluster.sh"), step, str(cluster.dir)],
+                                       check=True, capture_output=True)
+                request = urllib.request.Request(upstream + self.path, headers={"Accept": self.headers.get("Accept", "*/*")})
+                try:
+                    with urllib.request.urlopen(request, context=context, timeout=30) as r:
+                        status, body, kind = r.status, r.read(), r.headers.get("Content-Type")
+                except urllib.error.HTTPError as e:
+                    status, body, kind = e.code, e.read(), e.headers.get("Content-Type")
+                if status == 410:
+                    proxy.expired += 1
+                self.send_response(status)
+                self.send_header("Content-Type", kind or "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.kubeconfig = cluster.dir / "proxy.kubeconfig"
+        self.kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "proxy", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}],
+            "users": [{"name": "proxy", "user": {}}],
+            "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "proxy"}}],
+            "current-context": "proxy"}))
+
+    def stop(self):
+        self.server.shutdown()
+
+
 def audit(binary, cluster):
-    out = subprocess.run([binary, "audit", "--policy-configmap", f"{NAMESPACE}/{FULL}-policy",
-                          "--page-size", "2", "-o", "json", "-n", "team"],
-                         env=dict(os.environ, KUBECONFIG=str(cluster.kubeconfig)),
-                         capture_output=True, text=True, timeout=120)
-    try:
-        report = json.loads(out.stdout)
-    except ValueError:
-        report = None
+    def run(kubeconfig):
+        out = subprocess.run([binary, "audit", "--policy-configmap", f"{NAMESPACE}/{FULL}-policy",
+                              "--page-size", "2", "-o", "json", "-n", "team"],
+                             env=dict(os.environ, KUBECONFIG=str(kubeconfig)),
+                             capture_output=True, text=True, timeout=180)
+        try:
+            return json.loads(out.stdout), out
+        except ValueError:
+            return None, out
+
+    report, out = run(cluster.kubeconfig)
     check("audit reads the real API in pages of 2", report is not None and out.returncode in (0, 1),
           out.stderr[-1000:])
-    if report is not None:
-        text = json.dumps(report)
-        check("audit sees the Deployment and the CronJob", "Deployment/team/shop" in text
-              and "CronJob/team/nightly" in text, text[:2000])
+    if report is None:
+        return
+    text = json.dumps(report)
+    check("audit sees the Deployment and the CronJob", "Deployment/team/shop" in text
+          and "CronJob/team/nightly" in text, text[:2000])
+    proxy = RestartingProxy(cluster)
+    try:
+        again, out = run(proxy.kubeconfig)
+    finally:
+        proxy.stop()
+    check("audit: the real API server expired a continue token (410)", proxy.expired >= 1, proxy.expired)
+    check("audit: relisted after it, with the same totals", again is not None and
+          again["totals"] == report["totals"] and again["errors"] == [],
+          (again or {}).get("totals") if again else out.stderr[-1000:])
 
 
 def existing_secret(binary, cluster):
