@@ -1,5 +1,6 @@
 //! The policy from a ConfigMap, against a fake Kubernetes API on loopback: initial load, updates,
-//! refusals, deletion, lost watches and 410 Gone, Events, and `serve` switching policies live.
+//! refusals, deletion, Events, and `serve` switching policies live. Lost watches and 410 Gone are
+//! tested against the real API server (tests/cluster/e2e.py: etcd compacted, the server restarted).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -174,39 +175,6 @@ async fn not_ready_until_the_configmap_exists() {
     })
     .await;
     assert_eq!(w.state.not_ready(), None);
-}
-
-#[tokio::test]
-async fn a_lost_watch_resumes_and_410_gone_relists() {
-    let w = start(Some(&policy_for("one.example.com"))).await;
-    eventually("the initial policy", || current(&w.state).is_some()).await;
-    let watches = w.api.watches_started();
-    w.api.cut_watches();
-    eventually("a new watch", || w.api.watches_started() > watches).await;
-    w.api
-        .put_configmap(NS, NAME, data(&policy_for("after-cut.example.com")));
-    eventually("the change after the cut", || {
-        current(&w.state).as_deref() == Some("after-cut.example.com/library/nginx")
-    })
-    .await;
-
-    let lists = w.api.lists();
-    w.api.compact();
-    eventually("a relist after 410", || w.api.lists() > lists).await;
-    w.api
-        .put_configmap(NS, NAME, data(&policy_for("after-gone.example.com")));
-    eventually("the change after 410", || {
-        current(&w.state).as_deref() == Some("after-gone.example.com/library/nginx")
-    })
-    .await;
-    // A relist of an unchanged ConfigMap does not count as a reload.
-    assert_eq!(
-        metric(
-            &w.state,
-            "image_mirror_policy_reloads_total{result=\"success\"}"
-        ),
-        3.0
-    );
 }
 
 #[tokio::test]

@@ -169,6 +169,13 @@ class Webhook:
     def logs(self):
         return self.log.read_text()
 
+    def metric(self, series):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(series + " "):
+                    return float(line.split()[-1])
+        return None
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -437,6 +444,8 @@ def dry_run_image(cluster, ns, image="nginx:1.25"):
 def watch_after_compaction(cluster, hook):
     """The ConfigMap watch across an API server restart after etcd was compacted: the webhook's
     watch resumes from a revision that is gone (410), relists, and keeps the policy current."""
+    reloads = 'image_mirror_policy_reloads_total{result="success"}'
+    before = hook.metric(reloads)
     subprocess.run(["bash", str(HERE / "cluster.sh"), "compact", str(cluster.dir)], check=True,
                    capture_output=True)
     subprocess.run(["bash", str(HERE / "cluster.sh"), "restart-apiserver", str(cluster.dir)], check=True,
@@ -446,6 +455,8 @@ def watch_after_compaction(cluster, hook):
         "the 410", lambda: "too old resource version" in hook.logs(), 30), hook.logs()[-3000:])
     check("... and keeps the policy in force", wait(
         "a review", lambda: dry_run_image(cluster, "edits") == mirrored("nginx:1.25"), 30))
+    check("... a relist of the unchanged ConfigMap is no reload", hook.metric(reloads) == before,
+          (before, hook.metric(reloads)))
     cm = f"{FULL}-policy"
     current = cluster.json("get", "configmap", "-n", NAMESPACE, cm)
     current["data"]["policy.yaml"] = yaml.safe_dump(dict(POLICY, mirrors={"docker.io": {"endpoint": [f"https://{OTHER}"]}}))

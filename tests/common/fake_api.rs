@@ -1,8 +1,9 @@
-//! A small fake Kubernetes API server on loopback: ConfigMaps and Secrets (list and watch, with
-//! resource versions, 410 Gone after a compaction, and watches that can be cut), Events,
-//! MutatingWebhookConfigurations, and workloads (Pods, Deployments, StatefulSets, DaemonSets,
-//! ReplicaSets, Jobs, CronJobs) listed in pages with `limit` and `continue`, whose continue tokens
-//! can be made to expire (410) and whose kinds can be forbidden (403).
+//! A small fake Kubernetes API server on loopback, for what the real one (tests/cluster) cannot
+//! be made to do on demand: ConfigMaps and Secrets (list and watch, with resource versions),
+//! Events that can be refused, Secret writes that can fail, MutatingWebhookConfigurations, and
+//! workloads (Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs) listed in
+//! pages with `limit` and `continue`, whose continue tokens can be made to expire (410) or repeat
+//! for ever, and whose kinds can be forbidden (403).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -24,11 +25,8 @@ struct Inner {
     configmaps: BTreeMap<(String, String), Value>,
     /// Every change, for watches that start from an older resource version.
     history: Vec<(u64, String, Value)>,
-    compacted_below: u64,
     events: Vec<Value>,
     deny_events: bool,
-    watches_started: usize,
-    lists: usize,
     secrets: BTreeMap<(String, String), Value>,
     secret_writes: usize,
     fail_secret_writes: bool,
@@ -49,7 +47,6 @@ struct Inner {
 struct Shared {
     inner: Arc<Mutex<Inner>>,
     changes: broadcast::Sender<(u64, String, Value)>,
-    cuts: broadcast::Sender<()>,
 }
 
 impl Inner {
@@ -82,11 +79,9 @@ impl Drop for FakeApi {
 impl FakeApi {
     pub async fn start() -> FakeApi {
         let (changes, _) = broadcast::channel(1024);
-        let (cuts, _) = broadcast::channel(16);
         let shared = Shared {
             inner: Arc::default(),
             changes,
-            cuts,
         };
         let app = Router::new()
             .route("/api/v1/namespaces/{ns}/configmaps", get(configmaps))
@@ -171,21 +166,6 @@ impl FakeApi {
         if let Some(mut cm) = inner.configmaps.remove(&(ns.to_owned(), name.to_owned())) {
             inner.change(&self.shared.changes, "DELETED", &mut cm);
         }
-    }
-
-    /// Ends every open watch, as an API server restart or a network cut does.
-    pub fn cut_watches(&self) {
-        let _ = self.shared.cuts.send(());
-    }
-
-    /// Forgets history, so that a watch resuming from an old version gets 410 Gone, and cuts watches.
-    pub fn compact(&self) {
-        {
-            let mut inner = self.shared.inner.lock().unwrap();
-            inner.compacted_below = inner.rv + 1;
-            inner.history.clear();
-        }
-        self.cut_watches();
     }
 
     pub fn deny_events(&self, deny: bool) {
@@ -273,14 +253,6 @@ impl FakeApi {
             .webhook_configs
             .get(name)
             .cloned()
-    }
-
-    pub fn watches_started(&self) -> usize {
-        self.shared.inner.lock().unwrap().watches_started
-    }
-
-    pub fn lists(&self) -> usize {
-        self.shared.inner.lock().unwrap().lists
     }
 
     /// Adds a workload; its plural comes from its `kind`.
@@ -483,8 +455,7 @@ async fn configmaps(
     if is_watch(&q) {
         return watch(&s, &q, in_ns);
     }
-    let mut inner = s.inner.lock().unwrap();
-    inner.lists += 1;
+    let inner = s.inner.lock().unwrap();
     let items: Vec<Value> = inner
         .configmaps
         .values()
@@ -500,7 +471,7 @@ fn is_watch(q: &HashMap<String, String>) -> bool {
 }
 
 /// A watch from `resourceVersion`: the recorded changes after it that `wanted` selects, then new
-/// ones as they happen, until watches are cut; 410 Gone when that version was compacted away.
+/// ones as they happen.
 fn watch(
     s: &Shared,
     q: &HashMap<String, String>,
@@ -510,23 +481,16 @@ fn watch(
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let (backlog, mut changes, mut cuts, gone) = {
-        let mut inner = s.inner.lock().unwrap();
-        inner.watches_started += 1;
-        let gone = from < inner.compacted_below;
+    let (backlog, mut changes) = {
+        let inner = s.inner.lock().unwrap();
         let backlog: Vec<_> = inner
             .history
             .iter()
             .filter(|(rv, _, obj)| *rv > from && wanted(obj))
             .cloned()
             .collect();
-        (backlog, s.changes.subscribe(), s.cuts.subscribe(), gone)
+        (backlog, s.changes.subscribe())
     };
-    if gone {
-        let status = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
-            "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}});
-        return Body::from(format!("{status}\n")).into_response();
-    }
     let line = |kind: &str, obj: &Value| {
         Ok(Bytes::from(format!(
             "{}\n",
@@ -539,17 +503,14 @@ fn watch(
                 let _ = tx.send(line(&kind, &obj)).await;
             }
             loop {
-                tokio::select! {
-                    change = changes.recv() => match change {
-                        Ok((rv, kind, obj)) if rv > from && wanted(&obj) => {
-                            if tx.send(line(&kind, &obj)).await.is_err() {
-                                return;
-                            }
+                match changes.recv().await {
+                    Ok((rv, kind, obj)) if rv > from && wanted(&obj) => {
+                        if tx.send(line(&kind, &obj)).await.is_err() {
+                            return;
                         }
-                        Ok(_) => {}
-                        Err(_) => return,
-                    },
-                    _ = cuts.recv() => return,
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
                 }
             }
         },
