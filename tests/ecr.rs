@@ -246,11 +246,28 @@ async fn a_new_token_reaches_every_managed_secret_and_aws_down_keeps_the_last() 
 
 /// The ECR host must resolve to the test registry: an /etc/hosts line, as a private DNS zone
 /// would make it (the test command runs as root, as CI does).
-fn point_ecr_host_at(ip: &str) {
+/// The `/etc/hosts` line a test added, taken out again when dropped (also when the test fails):
+/// the host is left as it was found.
+struct HostsLine(Option<String>);
+
+impl Drop for HostsLine {
+    fn drop(&mut self) {
+        let Some(line) = &self.0 else { return };
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        let kept: String = hosts
+            .lines()
+            .filter(|l| l.trim() != line)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let _ = std::fs::write("/etc/hosts", kept);
+    }
+}
+
+fn point_ecr_host_at(ip: &str) -> HostsLine {
     let line = format!("{ip} {ECR}");
     let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
     if hosts.lines().any(|l| l.trim() == line) {
-        return;
+        return HostsLine(None);
     }
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
@@ -260,6 +277,7 @@ fn point_ecr_host_at(ip: &str) {
             "this test adds a line to /etc/hosts: run it as root (the README's test command does)",
         );
     writeln!(f, "{line}").unwrap();
+    HostsLine(Some(line))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -268,7 +286,7 @@ async fn verify_sends_the_ecr_token_to_the_registry() {
     // At first AWS issues a token the registry refuses (another account's).
     let moto_port = common::free_port();
     let mut moto = Moto::start(moto_port, "999999999999");
-    point_ecr_host_at(IP);
+    let _hosts = point_ecr_host_at(IP);
     let dir = TempDir::new("ecr-registry");
     let cert = image_mirror_webhook::server::tls::generate(&[ECR]).unwrap();
     let (crt, key, ca) = (dir.path("tls.crt"), dir.path("tls.key"), dir.path("ca.crt"));
