@@ -186,6 +186,20 @@ class Webhook:
                 self.proc.wait()
 
 
+class Quiet(BaseHTTPRequestHandler):
+    """A request handler that logs nothing and answers with one call."""
+
+    def reply(self, status, body, kind="application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
 def point_at_localhost(mwc, port):
     for w in mwc["webhooks"]:
         w["clientConfig"].pop("service", None)
@@ -206,7 +220,7 @@ class Sidecar:
                         "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
         self.ca = (d / "cert.pem").read_bytes()
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(Quiet):
             def do_POST(self):
                 review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 request = review["request"]
@@ -217,16 +231,8 @@ class Sidecar:
                               "value": {"name": "sidecar", "image": "busybox:1.36"}}]
                     response["patchType"] = "JSONPatch"
                     response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
-                body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                                   "response": response}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
+                self.reply(200, json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                                            "response": response}).encode())
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -525,7 +531,7 @@ class RestartingProxy:
         upstream = f"https://127.0.0.1:{cluster.port}"
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(Quiet):
             def do_GET(self):
                 if "/pods" in self.path and "continue=" in self.path and not proxy.restarted:
                     proxy.restarted = True
@@ -542,14 +548,7 @@ class RestartingProxy:
                     status, body, kind = e.code, e.read(), e.headers.get("Content-Type")
                 if status == 410:
                     proxy.expired += 1
-                self.send_response(status)
-                self.send_header("Content-Type", kind or "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
+                self.reply(status, body, kind or "application/json")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
