@@ -16,9 +16,17 @@ apt_install() {
 # kubectl applies our patches exactly as the API server does (tests/properties.rs).
 need kubectl || apt_install kubernetes-client
 
+# The Python tools live in a virtual environment of their own, outside the clone so that a machine
+# keeps it between runs: a system Python may refuse pip (Debian's externally-managed environment),
+# and the system's packages stay as they were. Its bin comes first on PATH for everything below,
+# the Rust tests that start moto included.
+venv=${XDG_CACHE_HOME:-$HOME/.cache}/image-mirror-webhook/venv
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+[ -x "$venv/bin/python3" ] || python3 -m venv "$venv"
+export PATH="$venv/bin:$PATH"
 # Helm's own library (Go, in a wheel) lints and renders the chart: tests/chart/lint.py, render.py.
-python3 -c 'import helm_python' 2>/dev/null ||
-  python3 -m pip install -q 'helm-python-sdk>=0.2.2,<0.3' </dev/null
+python3 -c 'import helm_python, yaml' 2>/dev/null ||
+  python3 -m pip install -q 'helm-python-sdk>=0.2.2,<0.3' pyyaml </dev/null
 # A real AWS API double for the ECR tests (tests/ecr.rs): moto's server, started by the tests.
 python3 -c 'import moto.server, flask' 2>/dev/null ||
   python3 -m pip install -q 'moto[server]>=5.1,<6' </dev/null
