@@ -211,6 +211,28 @@ def main(binary):
         check(case, "not fail-closed", flag(c["args"], "fail-closed") is None)
         check(case, "a PodDisruptionBudget", one(docs, "PodDisruptionBudget") is not None)
 
+    # One replica: no budget, or no node with it could ever be drained.
+    case = "one replica"
+    docs = render({"replicaCount": 1})
+    common(case, docs, binary)
+    check(case, "no PodDisruptionBudget", one(docs, "PodDisruptionBudget") is None)
+    case = "PodDisruptionBudget disabled"
+    docs = render({"podDisruptionBudget": {"enabled": False}})
+    check(case, "no PodDisruptionBudget", one(docs, "PodDisruptionBudget") is None)
+
+    # `helm test`: every request has its own time limit, so a NetworkPolicy that drops the test
+    # Pod's traffic fails the test in seconds instead of at Helm's timeout.
+    case = "helm test"
+    chart = helm.Chart.load(str(CHART))
+    try:
+        out = chart.render({}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    finally:
+        chart.close()
+    script = "\n".join(t for n, t in out.items() if "/tests/" in n)
+    curls = re.findall(r"\bcurl\s+-[^\n|;]*", script)
+    check(case, "the test Pod makes requests", len(curls) >= 2, curls)
+    check(case, "each with a time limit", all("--max-time" in c for c in curls), curls)
+
     case = "certManager"
     docs = render({"certificates": {"mode": "certManager"}})
     hook, c, deploy = common(case, docs, binary)
