@@ -206,3 +206,29 @@ fn the_startup_hint_is_a_command_that_works() {
         "mirror.example.com:5000/library/nginx:1.25"
     );
 }
+
+/// The development server (no certificate flags, a certificate for this machine only) listens on
+/// loopback unless told otherwise; with a certificate it listens on every address.
+#[test]
+fn the_development_server_listens_on_loopback() {
+    let dir = common::TempDir::new("firstday-listen");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
+        .args(["serve", "--dev-cert-dir"])
+        .arg(dir.path("certs"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.path("log")).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Listening, or refused because another process holds the port: either names the address.
+    while !log().contains("127.0.0.1:8443") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = log();
+    assert!(log.contains("127.0.0.1:8443"), "{log}");
+    assert!(!log.contains("0.0.0.0"), "{log}");
+}

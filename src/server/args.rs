@@ -17,11 +17,26 @@ pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
+impl ServeArgs {
+    /// The HTTPS listener's address: `--listen`, or the default for the certificate in use.
+    pub fn listen_addr(&self) -> SocketAddr {
+        let development = self.tls_cert.is_none() && self.cert_secret.is_none();
+        self.listen.unwrap_or(SocketAddr::from((
+            match development {
+                true => [127, 0, 0, 1],
+                false => [0, 0, 0, 0],
+            },
+            8443,
+        )))
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Address of the HTTPS listener.
-    #[arg(long, default_value = "0.0.0.0:8443")]
-    pub listen: SocketAddr,
+    /// Address of the HTTPS listener. Default 0.0.0.0:8443; with the development certificate (no
+    /// certificate flags) 127.0.0.1:8443, since that certificate names only this machine.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
     /// PEM certificate (chain) to serve; re-read when it changes. Without it a development
     /// certificate for localhost is made and its CA written to --dev-cert-dir.
     #[arg(long, value_name = "FILE", requires = "tls_key")]

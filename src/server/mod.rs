@@ -133,9 +133,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: args.idle_timeout,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let listener = TcpListener::bind(args.listen)
+    let listen = args.listen_addr();
+    let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "webhook listening (HTTPS)");
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(conn::accept_loop(
@@ -260,7 +261,7 @@ async fn start_tls(
         ),
         _ => (
             "development",
-            dev_certificate(&args.dev_cert_dir, args.listen.port())?,
+            dev_certificate(&args.dev_cert_dir, args.listen_addr().port())?,
         ),
     };
     let key = tls::certified_key(&cert_pem, &key_pem).context("cannot use the TLS certificate")?;
