@@ -192,6 +192,30 @@ fn dry_run_objects_from_files_and_stdin() {
         "{text}"
     );
     assert!(text.contains("192.168.1.5:5000/library/nginx"), "{text}");
+
+    // --namespace places objects that name none, as `kubectl apply -n` does: here an excluded
+    // one. An object's own namespace, or a review's, is kept.
+    let excluding = temp(
+        "excluding.yaml",
+        "mirrors:\n  docker.io:\n    endpoint: [\"https://mirror.example.com\"]\nexclude:\n  namespaces: [quiet]\n",
+    );
+    let pods = "kind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: nginx}]}\n---\nkind: Pod\nmetadata: {name: b, namespace: shop}\nspec: {containers: [{name: c, image: nginx}]}\n";
+    let out = run(
+        &["dry-run", "--policy-file", &excluding, "-n", "quiet", "-"],
+        pods,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["results"][0]["namespace"], "quiet");
+    assert_eq!(
+        v["results"][0]["object"]["spec"]["containers"][0]["image"],
+        "nginx"
+    );
+    assert_eq!(v["results"][1]["namespace"], "shop");
+    assert_eq!(
+        v["results"][1]["object"]["spec"]["containers"][0]["image"],
+        "mirror.example.com/library/nginx"
+    );
 }
 
 #[test]

@@ -44,8 +44,9 @@ pub struct DryRunArgs {
     /// more (a value is never taken for a file).
     #[arg(long, value_name = "REF", action = clap::ArgAction::Append)]
     pub image: Vec<String>,
-    /// With --image: the namespace the pod would be in (exclusions apply).
-    #[arg(long, value_name = "NS", requires = "image")]
+    /// The namespace of objects that name none, as `kubectl apply -n` gives it them; with
+    /// --image, the namespace the pod would be in. Exclusions apply.
+    #[arg(long, short = 'n', value_name = "NS")]
     pub namespace: Option<String>,
     /// As `serve --pull-secrets`: attach the managed pull secrets the policy's credentials make
     /// (without it, as `serve` without it, none are).
@@ -165,6 +166,15 @@ fn dry_run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
             let mut read =
                 dryrun::read_objects(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
             items.append(&mut read);
+        }
+        for item in items.iter_mut().filter(|i| i.namespace.is_none()) {
+            let own = item
+                .object
+                .pointer("/metadata/namespace")
+                .and_then(serde_json::Value::as_str);
+            if own.is_none_or(str::is_empty) {
+                item.namespace = args.namespace.clone();
+            }
         }
         let verdicts = verify(&policy, &dryrun::images(&items))?;
         let opts = dryrun::Options {
