@@ -342,6 +342,62 @@ async fn a_forbidden_kind_is_reported_and_the_rest_audited() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 kind(s) could not be listed"));
 }
 
+/// Where the cluster is: one clear line without any configuration, `--context` picks a context
+/// of the kubeconfig, and a server that cannot be reached is named in the errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_is_named_and_chosen() {
+    let api = FakeApi::start().await;
+    let registry = FakeRegistry::start().await;
+    fill(&api);
+    let run = Run::new(&api, &policy(&registry));
+    let dead = format!("https://127.0.0.1:{}", common::free_port());
+    let text = std::fs::read_to_string(&run.kubeconfig)
+        .unwrap()
+        .replace(
+            "current-context: fake\n",
+            "- name: dead\n  context:\n    cluster: dead\n    user: u\ncurrent-context: dead\n",
+        )
+        .replace(
+            "users:\n",
+            &format!("- name: dead\n  cluster:\n    server: {dead}\nusers:\n"),
+        );
+    std::fs::write(&run.kubeconfig, text).unwrap();
+
+    let out = run.audit(&["-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["errors"]
+            .to_string()
+            .contains(&format!("(API server {dead}/)")),
+        "{report}"
+    );
+    let (report, out) = run.json(&["--context", "fake"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["errors"], json!([]));
+
+    let home = TempDir::new("audit-home");
+    let policy_path = run.policy.to_string_lossy().into_owned();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"));
+    cmd.args(["audit", "--policy-file", &policy_path])
+        .env("KUBECONFIG", home.path("none"))
+        .env("HOME", &home.0)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(std::process::Stdio::null());
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no Kubernetes configuration"), "{err}");
+}
+
 /// A server that answers every page with the same continue token would keep `audit` listing for
 /// ever: the repeated token is an error for that kind, and the others are audited.
 #[tokio::test(flavor = "multi_thread")]

@@ -30,6 +30,9 @@ pub struct AuditArgs {
     /// The policy the webhook applies: its ConfigMap (key policy.yaml), as NAMESPACE/NAME.
     #[arg(long, value_name = "NAMESPACE/NAME")]
     pub policy_configmap: Option<NamespacedName>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
     /// Audit one namespace (default: all).
     #[arg(short = 'n', long, value_name = "NS")]
     pub namespace: Option<String>,
@@ -95,11 +98,36 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A client for the cluster KUBECONFIG (or ~/.kube/config, or the Pod's in-cluster
+/// configuration) names, in `--context` if given, and the API server's URL for messages.
+async fn client(args: &AuditArgs) -> anyhow::Result<(kube::Client, String)> {
+    let config = match &args.context {
+        Some(context) => {
+            let options = kube::config::KubeConfigOptions {
+                context: Some(context.clone()),
+                ..Default::default()
+            };
+            kube::Config::from_kubeconfig(&options)
+                .await
+                .with_context(|| format!("cannot use kubeconfig context {context}"))?
+        }
+        None => kube::Config::infer().await.map_err(|_| {
+            anyhow::anyhow!(
+                "no Kubernetes configuration: set KUBECONFIG, write ~/.kube/config, or run in a Pod with a ServiceAccount"
+            )
+        })?,
+    };
+    let url = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config)
+        .with_context(|| format!("cannot make a client for the API server at {url}"))?;
+    Ok((client, url))
+}
+
 async fn audit(args: &AuditArgs) -> anyhow::Result<Report> {
-    let client = kube::Client::try_default()
+    let (client, url) = client(args).await?;
+    let (policy, source) = policy(args, &client)
         .await
-        .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster configuration)")?;
-    let (policy, source) = policy(args, &client).await?;
+        .with_context(|| format!("API server {url}"))?;
     let progress = match std::io::stderr().is_terminal() {
         true => ProgressBar::new_spinner(),
         false => ProgressBar::hidden(),
@@ -135,7 +163,7 @@ async fn audit(args: &AuditArgs) -> anyhow::Result<Report> {
         .await;
         match listed {
             Ok(()) => audit.merge(this_kind),
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(format!("{e} (API server {url})")),
         }
     }
     let checks = match args.verify {
