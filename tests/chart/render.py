@@ -60,7 +60,8 @@ def named_resources(lines):
              "secret": "Secret", "mutatingwebhookconfiguration": "MutatingWebhookConfiguration"}
     found = []
     for line in lines:
-        if not line.strip().startswith("kubectl"):
+        # What the reader makes (`kubectl create`) is theirs, not the chart's.
+        if not line.strip().startswith("kubectl") or " create " in line:
             continue
         ns = re.search(r"-n (\S+)", line)
         for kind, name in re.findall(r"\b(deployment|configmap|service|secret)[/ ]([a-z0-9][a-z0-9.-]*)", line):

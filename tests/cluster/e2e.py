@@ -36,10 +36,13 @@ MIRROR = "mirror.example.com:5000"
 OTHER = "other.example.com"
 SKIP = "image-mirror-webhook.io/skip"
 
+# The README's install: the mirror's credentials in a Secret of the webhook's namespace, and
+# managed pull secrets on.
 POLICY = {
     "mirrors": {"docker.io": {"endpoint": [f"https://{MIRROR}"]}},
-    "configs": {MIRROR: {"auth": {"username": "robot", "password": "e2e-Pa55"}}},
+    "configs": {MIRROR: {"credentialsSecret": "mirror-credentials"}},
 }
+PASSWORD = "e2e-Pa55"
 
 passed, failures = [], []
 
@@ -271,6 +274,9 @@ def scenarios(binary, cluster):
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
     cluster.namespace(NAMESPACE)
+    cluster.kubectl("-n", NAMESPACE, "create", "secret", "generic", "mirror-credentials",
+                    "--type=kubernetes.io/basic-auth", "--from-literal=username=robot",
+                    f"--from-literal=password={PASSWORD}")
     skipped = {"Deployment", "Service", "PodDisruptionBudget", "MutatingWebhookConfiguration"}
     cluster.apply([d for d in docs if d["kind"] not in skipped])
     deployment = by_kind["Deployment"][0]
@@ -328,6 +334,11 @@ def admission(cluster):
     check("kubectl run: the managed pull secret is attached", len(secrets) == 1, secrets)
     made = secrets and cluster.kubectl("get", "secret", "-n", "team", secrets[0], ok=False).returncode == 0
     check("managed pull secret made in the request's namespace", made)
+    if made:
+        data = cluster.json("get", "secret", "-n", "team", secrets[0])["data"][".dockerconfigjson"]
+        auth = json.loads(base64.b64decode(data))["auths"].get(MIRROR, {})
+        check("... holding the credentials of the Secret the policy names, read with the chart's RBAC",
+              (auth.get("username"), auth.get("password")) == ("robot", PASSWORD))
     check("original images recorded",
           "image-mirror-webhook.io/original-images" in pod["metadata"].get("annotations", {}))
 
