@@ -13,8 +13,8 @@ use crate::rewrite::{decide, Decision};
 
 pub const SKIP_LABEL: &str = "image-mirror-webhook.io/skip";
 pub const ORIGINAL_IMAGES: &str = "image-mirror-webhook.io/original-images";
-/// The API server may cut longer warnings; kubectl prints each on one line.
-const MAX_WARNING: usize = 120;
+/// The API server may cut warnings past 256 characters; kubectl prints each on one line.
+const MAX_WARNING: usize = 256;
 /// Warnings sent with one answer; past it one line says how many more there were. The API server
 /// keeps at most 4 KiB of warnings per request and drops duplicates; so does this.
 const MAX_WARNINGS: usize = 10;
@@ -465,7 +465,7 @@ pub fn mutate(
                     value: Value::String(result.clone()),
                 }));
                 if policy.warnings {
-                    m.warn(format!("image {} rewritten to {result}", f.image));
+                    m.warn(rewrite_warning(f.image, result));
                 }
                 originals.insert(format!("{}/{}", f.list, f.name), f.image.to_owned());
             }
@@ -585,6 +585,21 @@ fn singular(list: &str) -> &str {
         "ephemeralContainers" => "ephemeral container",
         _ => "volume",
     }
+}
+
+/// "image X rewritten to Y", within `MAX_WARNING`: the new reference, what a user needs to find
+/// the image on the mirror, is kept whole; the original is shortened first.
+fn rewrite_warning(image: &str, result: &str) -> String {
+    const SHAPE: usize = "image  rewritten to ".len();
+    let room = MAX_WARNING.saturating_sub(SHAPE + result.len());
+    if image.len() <= room {
+        return format!("image {image} rewritten to {result}");
+    }
+    let mut end = room.saturating_sub(3);
+    while !image.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("image {}... rewritten to {result}", &image[..end])
 }
 
 fn clip(mut s: String) -> String {
@@ -833,4 +848,32 @@ fn add_pull_secrets(m: &mut Mutation, base: &[&str], spec: &PodSpec, secrets: Ve
         }
     }
     m.pull_secrets = secrets;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_warnings_keep_the_new_reference_whole() {
+        let short = rewrite_warning("nginx:1.25", "mirror.example.com/library/nginx:1.25");
+        assert_eq!(
+            short,
+            "image nginx:1.25 rewritten to mirror.example.com/library/nginx:1.25"
+        );
+        // Two long references: the new one whole, the original shortened, within the limit.
+        let image = format!("quay.io/{}app:1", "team/".repeat(28));
+        let result = format!("mirror.example.com:5000/quay/{}app:1", "team/".repeat(28));
+        let warning = rewrite_warning(&image, &result);
+        assert!(warning.len() <= MAX_WARNING, "{} {warning}", warning.len());
+        assert!(
+            warning.ends_with(&format!(" rewritten to {result}")),
+            "{warning}"
+        );
+        assert!(warning.starts_with("image quay.io/team/"), "{warning}");
+        assert!(warning.contains("... rewritten to"), "{warning}");
+        let fits = rewrite_warning(&"a".repeat(100), &"b".repeat(120));
+        assert!(fits.len() <= MAX_WARNING, "{}", fits.len());
+        assert!(fits.contains(&"b".repeat(120)));
+    }
 }

@@ -283,10 +283,15 @@ impl Builder {
                         *slot = Some(node);
                     }
                     Some(key) => {
-                        if entries.iter().any(|(k, _)| k.as_str() == key.as_str()) {
-                            let (pos, name) =
-                                (key.pos, key.as_str().unwrap_or_default().to_owned());
-                            self.fail(pos, format!("duplicate key `{name}`"));
+                        if let Some((first, _)) =
+                            entries.iter().find(|(k, _)| k.as_str() == key.as_str())
+                        {
+                            let (pos, name, first) = (
+                                key.pos,
+                                key.as_str().unwrap_or_default().to_owned(),
+                                first.pos,
+                            );
+                            self.fail(pos, format!("duplicate key `{name}` (first at {first})"));
                             return;
                         }
                         entries.push((key, node));

@@ -103,7 +103,7 @@ fn broken_yaml_and_wrong_shapes() {
     has(&d, Severity::Error, 1, 19, "expected true or false");
     let (ok, d) = diagnostics("mirrors:\n  docker.io: {}\nmirrors:\n  quay.io: {}\n");
     assert!(!ok);
-    has(&d, Severity::Error, 3, 1, "duplicate key `mirrors`");
+    has(&d, Severity::Error, 3, 1, "duplicate key `mirrors` (first at 1:1)");
     let (ok, d) = diagnostics("a: &x [1]\nb: *y\n");
     assert!(!ok, "{}", render(&d));
 }
