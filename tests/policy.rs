@@ -103,7 +103,24 @@ fn broken_yaml_and_wrong_shapes() {
     has(&d, Severity::Error, 1, 19, "expected true or false");
     let (ok, d) = diagnostics("mirrors:\n  docker.io: {}\nmirrors:\n  quay.io: {}\n");
     assert!(!ok);
-    has(&d, Severity::Error, 3, 1, "duplicate key `mirrors` (first at 1:1)");
+    has(
+        &d,
+        Severity::Error,
+        3,
+        1,
+        "duplicate key `mirrors` (first at 1:1)",
+    );
+    // A plain-HTTP mirror: the reference carries no scheme, so the nodes must know.
+    let (ok, d) =
+        diagnostics("mirrors:\n  docker.io:\n    endpoint: [\"http://m.example.com:5000\"]\n");
+    assert!(ok);
+    has(
+        &d,
+        Severity::Warning,
+        3,
+        16,
+        "plain HTTP: images rewritten to `m.example.com:5000`",
+    );
     let (ok, d) = diagnostics("a: &x [1]\nb: *y\n");
     assert!(!ok, "{}", render(&d));
 }

@@ -420,10 +420,22 @@ fn compile_mirror(r: &mut Reader, m: &MirrorDoc, config_keys: &HashSet<&str>) ->
                 format!("repeats `{}`; the first occurrence is used", ep.url),
                 None,
             ),
-            Ok(ep) => endpoints.push(MirrorEndpoint {
-                endpoint: ep,
-                rule: format!("mirrors[{key}].endpoint[{i}]"),
-            }),
+            Ok(ep) => {
+                if ep.scheme == Scheme::Http {
+                    // An image reference carries no scheme: the node decides how to reach it.
+                    r.push(
+                        Severity::Warning,
+                        raw.pos,
+                        &at,
+                        format!("plain HTTP: images rewritten to `{}` carry no scheme, and a node's runtime pulls them over HTTPS unless it knows this registry is plain HTTP", ep.host),
+                        Some("configure the nodes too, as a K3s node with this registries.yaml is (containerd hosts.toml, CRI-O registries.conf insecure = true); serverless pods get the runtime's annotation from this policy".into()),
+                    );
+                }
+                endpoints.push(MirrorEndpoint {
+                    endpoint: ep,
+                    rule: format!("mirrors[{key}].endpoint[{i}]"),
+                })
+            }
             Err(e) => r.push(Severity::Error, raw.pos, &at, e.message, e.hint),
         }
     }
