@@ -16,6 +16,7 @@ pub mod dockerconfig;
 pub mod dryrun;
 pub mod duration;
 pub mod ecr;
+pub mod flight;
 pub mod inventory;
 pub mod mutate;
 pub mod names;

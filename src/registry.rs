@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use futures::future::{BoxFuture, FutureExt, Shared};
 
 use crate::policy::Policy;
 use crate::rewrite::candidates;
@@ -17,7 +16,7 @@ pub use crate::verdict::{Absence, Candidate, Presence, Tried, Verdict, Verdicts}
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
-type Pending = Shared<BoxFuture<'static, Verdict>>;
+type Pending = crate::flight::Flight<Verdict>;
 
 /// Bounds the answer cache; past it, expired answers go, then all.
 const MAX_CACHED: usize = 50_000;
@@ -46,7 +45,7 @@ struct Inner {
     /// Answers by manifest URL, with when they expire.
     cache: Mutex<HashMap<String, (Instant, Presence)>>,
     /// Image checks under way, by their candidates' answer keys.
-    inflight: Mutex<HashMap<String, Pending>>,
+    inflight: crate::flight::Flights<String, Verdict>,
     observe: Observer,
     /// Resolves credentials kept in Secrets (`serve --pull-secrets`).
     pull_secrets: std::sync::OnceLock<Arc<crate::secrets::PullSecrets>>,
@@ -60,7 +59,7 @@ impl Checker {
             inner: Arc::new(Inner {
                 clients: Mutex::default(),
                 cache: Mutex::default(),
-                inflight: Mutex::default(),
+                inflight: crate::flight::Flights::default(),
                 observe,
                 pull_secrets: std::sync::OnceLock::new(),
                 cloud: std::sync::OnceLock::new(),
@@ -95,7 +94,7 @@ impl Checker {
         deadline: tokio::time::Instant,
     ) -> Option<Verdicts> {
         match policy.verify.enabled {
-            true => Some(self.verify_until(policy, images, deadline).await),
+            true => Some(self.verify_until(policy, images, Some(deadline)).await),
             false => None,
         }
     }
@@ -104,24 +103,17 @@ impl Checker {
     /// unanswered by then fail over to their original reference. Answers already cached are
     /// given at once, without a timer or a task.
     pub async fn verify(&self, policy: &Arc<Policy>, images: &[String]) -> Verdicts {
-        let far = tokio::time::Instant::from_std(crate::duration::after(
-            Instant::now(),
-            crate::duration::MAX,
-        ));
-        self.verify_until(policy, images, far).await
+        self.verify_until(policy, images, None).await
     }
 
     async fn verify_until(
         &self,
         policy: &Arc<Policy>,
         images: &[String],
-        by: tokio::time::Instant,
+        by: Option<tokio::time::Instant>,
     ) -> Verdicts {
-        let deadline = tokio::time::Instant::from_std(crate::duration::after(
-            Instant::now(),
-            policy.verify.timeout,
-        ))
-        .min(by);
+        let deadline = deadline_in(policy.verify.timeout);
+        let deadline = by.map_or(deadline, |by| deadline.min(by));
         let mut verdicts = HashMap::with_capacity(images.len());
         let mut waiting = Vec::new();
         for image in images {
@@ -216,34 +208,18 @@ impl Inner {
             .map(|c| answer_key(policy, c))
             .collect::<Vec<_>>()
             .join("\n");
-        let mut inflight = lock(&self.inflight);
-        if let Some(p) = inflight.get(&key) {
-            return p.clone();
-        }
-        let task = tokio::spawn(self.clone().check(
-            policy.clone(),
-            candidates.to_vec(),
-            key.clone(),
-        ));
-        let pending = async move { task.await.unwrap_or_default() }
-            .boxed()
-            .shared();
-        inflight.insert(key, pending.clone());
-        pending
+        let (inner, policy, candidates) = (self.clone(), policy.clone(), candidates.to_vec());
+        self.inflight.join(
+            key,
+            move || inner.check(policy, candidates),
+            |_| Verdict::default(),
+        )
     }
 
     /// Asks the endpoints in order, each answer from the cache or a HEAD, until one has the
     /// image or `verify.timeout` has passed; caches what it learns.
-    async fn check(
-        self: Arc<Self>,
-        policy: Arc<Policy>,
-        candidates: Vec<Candidate>,
-        key: String,
-    ) -> Verdict {
-        let deadline = tokio::time::Instant::from_std(crate::duration::after(
-            Instant::now(),
-            policy.verify.timeout,
-        ));
+    async fn check(self: Arc<Self>, policy: Arc<Policy>, candidates: Vec<Candidate>) -> Verdict {
+        let deadline = deadline_in(policy.verify.timeout);
         let mut verdict = Verdict::default();
         for (i, c) in candidates.iter().enumerate() {
             let cache_key = answer_key(&policy, c);
@@ -269,7 +245,6 @@ impl Inner {
                 break;
             }
         }
-        lock(&self.inflight).remove(&key);
         verdict
     }
 
@@ -661,6 +636,11 @@ fn split_params(s: &str) -> Vec<&str> {
     }
     out.push(&s[start..]);
     out
+}
+
+/// `d` from now on tokio's clock, never past what the clock holds.
+fn deadline_in(d: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(crate::duration::after(Instant::now(), d))
 }
 
 #[cfg(test)]

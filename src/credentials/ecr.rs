@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::future::{BoxFuture, FutureExt, Shared};
-
 use crate::policy::{EcrSource, Secret};
 use crate::sync::lock;
 
@@ -30,7 +28,7 @@ struct Token {
 }
 
 /// A fetch under way, shared by every caller that waits for it.
-type Pending = Shared<BoxFuture<'static, Result<Arc<Secret>, EcrError>>>;
+type Pending = crate::flight::Flight<Result<Arc<Secret>, EcrError>>;
 
 /// The tokens of every ECR registry the policy names, by host.
 pub(super) struct Tokens {
@@ -38,7 +36,7 @@ pub(super) struct Tokens {
     tokens: Mutex<HashMap<String, Token>>,
     /// One fetch per registry at a time, run as its own task: a caller that stops waiting (a
     /// review's deadline) does not stop it, and the token it brings is kept for the next.
-    fetching: Mutex<HashMap<String, Pending>>,
+    fetching: crate::flight::Flights<String, Result<Arc<Secret>, EcrError>>,
     clients: Mutex<HashMap<String, (EcrSource, aws_sdk_ecr::Client)>>,
     observe: Observer,
 }
@@ -48,7 +46,7 @@ impl Tokens {
         Arc::new(Tokens {
             max_age,
             tokens: Mutex::default(),
-            fetching: Mutex::default(),
+            fetching: crate::flight::Flights::default(),
             clients: Mutex::default(),
             observe,
         })
@@ -81,33 +79,22 @@ impl Tokens {
 
     /// The fetch for `host` under way, or a new one.
     fn fetch_for(self: &Arc<Self>, host: &str, source: &EcrSource) -> Pending {
-        let mut fetching = lock(&self.fetching);
-        if let Some(p) = fetching.get(host) {
-            return p.clone();
-        }
         let (tokens, host_owned, wanted) = (self.clone(), host.to_owned(), source.clone());
-        let task = tokio::spawn(async move {
-            let got = tokens.refresh(&host_owned, &wanted).await;
-            lock(&tokens.fetching).remove(&host_owned);
-            got
-        });
         let (account, region) = (
             source.registry.account.clone(),
             source.registry.region.clone(),
         );
-        let pending: Pending = async move {
-            task.await.unwrap_or_else(|e| {
+        self.fetching.join(
+            host.to_owned(),
+            move || async move { tokens.refresh(&host_owned, &wanted).await },
+            move |e| {
                 Err(EcrError::Aws {
                     account,
                     region,
                     why: format!("the fetch ended unexpectedly: {e}"),
                 })
-            })
-        }
-        .boxed()
-        .shared();
-        fetching.insert(host.to_owned(), pending.clone());
-        pending
+            },
+        )
     }
 
     /// Fetches a token for `host` and keeps it; on failure keeps the last one, to be tried again
@@ -168,7 +155,7 @@ impl Tokens {
         clients.retain(|h, (s, _)| keep.get(h) == Some(s));
         lock(&self.tokens).retain(|h, _| clients.contains_key(h));
         drop(clients);
-        lock(&self.fetching).retain(|h, _| keep.contains_key(h));
+        self.fetching.retain(|h| keep.contains_key(h));
     }
 
     async fn fetch(

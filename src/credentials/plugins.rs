@@ -9,7 +9,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
@@ -54,7 +53,7 @@ const MAX_RUNS: usize = 8;
 const MAX_RUNS_PER_PROVIDER: usize = 4;
 
 /// A run under way, shared by every caller that wants its answer (success or failure).
-type Run = Shared<BoxFuture<'static, Result<Arc<Response>, PluginError>>>;
+type Run = crate::flight::Flight<Result<Arc<Response>, PluginError>>;
 type Caches = Arc<Mutex<HashMap<String, Cache>>>;
 
 pub(super) struct Plugins {
@@ -63,7 +62,7 @@ pub(super) struct Plugins {
     /// Each provider's cache, by provider name.
     caches: Caches,
     /// One run per provider and image at a time; the others wait for its answer.
-    running: Arc<Mutex<HashMap<(String, String), Run>>>,
+    running: crate::flight::Flights<(String, String), Result<Arc<Response>, PluginError>>,
     all: Arc<Semaphore>,
     per_provider: Mutex<HashMap<String, Arc<Semaphore>>>,
     observe: Observer,
@@ -75,7 +74,7 @@ impl Plugins {
             dir,
             timeout,
             caches: Caches::default(),
-            running: Arc::default(),
+            running: crate::flight::Flights::default(),
             all: Arc::new(Semaphore::new(MAX_RUNS)),
             per_provider: Mutex::default(),
             observe,
@@ -99,11 +98,6 @@ impl Plugins {
 
     /// The run answering `provider` for `image`: the one under way, or a new one.
     fn run_for(&self, provider: &Provider, image: &str) -> Run {
-        let key = (provider.name.clone(), image.to_owned());
-        let mut running = lock(&self.running);
-        if let Some(run) = running.get(&key) {
-            return run.clone();
-        }
         let slot = lock(&self.per_provider)
             .entry(provider.name.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(MAX_RUNS_PER_PROVIDER)))
@@ -115,9 +109,10 @@ impl Plugins {
             image: image.to_owned(),
         };
         let (all, caches, observe) = (self.all.clone(), self.caches.clone(), self.observe.clone());
-        let (done, key_done) = (self.running.clone(), key.clone());
-        let task = tokio::spawn(async move {
-            let answer = async {
+        let name = provider.name.clone();
+        self.running.join(
+            (provider.name.clone(), image.to_owned()),
+            move || async move {
                 // Closed semaphores never happen here; a failure would only skip the bound.
                 let _one = slot.acquire_owned().await.ok();
                 let _all = all.acquire_owned().await.ok();
@@ -138,25 +133,15 @@ impl Plugins {
                         Instant::now(),
                     );
                 Ok(r)
-            }
-            .await;
-            lock(&done).remove(&key_done);
-            answer
-        });
-        let name = provider.name.clone();
-        let run: Run = async move {
-            task.await.unwrap_or_else(|e| {
+            },
+            move |e| {
                 Err(PluginError::Start {
                     name,
                     path: String::new(),
                     why: format!("the run ended unexpectedly: {e}"),
                 })
-            })
-        }
-        .boxed()
-        .shared();
-        running.insert(key, run.clone());
-        run
+            },
+        )
     }
 
     /// Forgets cached answers (a new policy may configure the providers otherwise).
