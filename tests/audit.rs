@@ -179,10 +179,17 @@ impl Run {
 
     /// Runs `audit` with `args` only.
     async fn audit_with(&self, args: &[&str]) -> Output {
+        self.audit_in(args, &[("KUBECONFIG", self.kubeconfig.as_os_str())])
+            .await
+    }
+
+    /// Runs `audit` with `args` and `env`, never in-cluster.
+    async fn audit_in(&self, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"));
         cmd.arg("audit")
             .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
+            .envs(env.iter().copied())
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .stdin(std::process::Stdio::null());
         tokio::task::spawn_blocking(move || cmd.output().unwrap())
             .await
@@ -383,15 +390,16 @@ async fn the_cluster_is_named_and_chosen() {
 
     let home = TempDir::new("audit-home");
     let policy_path = run.policy.to_string_lossy().into_owned();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"));
-    cmd.args(["audit", "--policy-file", &policy_path])
-        .env("KUBECONFIG", home.path("none"))
-        .env("HOME", &home.0)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdin(std::process::Stdio::null());
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let none = home.path("none");
+    let out = run
+        .audit_in(
+            &["--policy-file", &policy_path],
+            &[
+                ("KUBECONFIG", none.as_os_str()),
+                ("HOME", home.0.as_os_str()),
+            ],
+        )
+        .await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
