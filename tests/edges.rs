@@ -98,16 +98,6 @@ fn provider_policy(name: &str, default_duration: &str) -> String {
     )
 }
 
-fn check(dir: &TempDir, policy: &str) -> std::process::Output {
-    let path = dir.path("policy.yaml");
-    std::fs::write(&path, policy).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
-        .arg("check")
-        .arg(&path)
-        .output()
-        .unwrap()
-}
-
 /// 2. Durations past any clock: refused by `check` wherever a policy takes one, and a provider
 /// answering one is a failed run (counted), not a panic on every review.
 #[tokio::test(flavor = "multi_thread")]
@@ -119,7 +109,7 @@ async fn durations_past_any_clock_are_refused_not_panics() {
         format!("verify:\n  negativeCacheTTL: {FAR}\n"),
         provider_policy("p", FAR),
     ] {
-        let out = check(&dir, &policy);
+        let out = common::check(&dir, &policy);
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{policy}\n{text}");
@@ -431,7 +421,7 @@ fn serverless_profiles_that_kubernetes_refuses_are_errors() {
         )
     };
     for key in ["a/b/c", "Not A Valid Key!!", "-x"] {
-        let out = check(&dir, &profile(key, ""));
+        let out = common::check(&dir, &profile(key, ""));
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{key}: {text}");
@@ -446,7 +436,7 @@ fn serverless_profiles_that_kubernetes_refuses_are_errors() {
             )
         })
         .collect();
-    let out = check(
+    let out = common::check(
         &dir,
         &format!("kci:\n  hostAliases: [{}]\n", many.join(", ")),
     );
@@ -454,7 +444,7 @@ fn serverless_profiles_that_kubernetes_refuses_are_errors() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("bytes of annotations"), "{text}");
-    let out = check(&dir, &profile("example.com/plain-http", ""));
+    let out = common::check(&dir, &profile("example.com/plain-http", ""));
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
 

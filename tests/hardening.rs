@@ -766,15 +766,6 @@ async fn a_redirect_from_https_to_http_is_refused() {
 }
 
 /// `check` of a policy text.
-fn check(dir: &common::TempDir, policy: &str) -> std::process::Output {
-    std::fs::write(dir.path("p.yaml"), policy).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
-        .args(["check", "--policy-file"])
-        .arg(dir.path("p.yaml"))
-        .output()
-        .unwrap()
-}
-
 /// 7. `check` warns, with line and column, when a replacement can only make invalid references.
 #[test]
 fn check_warns_of_replacements_that_make_only_invalid_references() {
@@ -796,7 +787,7 @@ fn check_warns_of_replacements_that_make_only_invalid_references() {
         let text = format!(
             "mirrors:\n  docker.io:\n    endpoint: [\"https://mirror.example.com\"]\n    rewrite:\n      \"^(.*)$\": {replacement}\n"
         );
-        let out = check(&dir, &text);
+        let out = common::check(&dir, &text);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{stdout}");
         assert!(
@@ -806,7 +797,7 @@ fn check_warns_of_replacements_that_make_only_invalid_references() {
         assert!(stdout.contains(why), "{replacement}: {stdout}");
     }
     let fine = "mirrors:\n  docker.io:\n    endpoint: [\"https://mirror.example.com\"]\n    rewrite:\n      \"^(.*)$\": \"mirror/${1}-x\"\n";
-    let out = check(&dir, fine);
+    let out = common::check(&dir, fine);
     assert!(!String::from_utf8_lossy(&out.stdout).contains(": warning:"));
 }
 

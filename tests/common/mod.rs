@@ -26,6 +26,16 @@ pub fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap()
 }
 
+/// `check` run on `policy`, written into `dir`.
+pub fn check(dir: &TempDir, policy: &str) -> std::process::Output {
+    std::fs::write(dir.path("policy.yaml"), policy).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"))
+        .args(["check", "--policy-file"])
+        .arg(dir.path("policy.yaml"))
+        .output()
+        .unwrap()
+}
+
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
