@@ -14,17 +14,6 @@ use crate::policy::Policy;
 use crate::rewrite::Decision;
 use crate::verdict::{Absence, Presence, Verdict};
 
-/// The kinds an audit lists, with their API group and version and plural, in listing order.
-pub const KINDS: &[(&str, &str, &str)] = &[
-    ("Pod", "v1", "pods"),
-    ("Deployment", "apps/v1", "deployments"),
-    ("StatefulSet", "apps/v1", "statefulsets"),
-    ("DaemonSet", "apps/v1", "daemonsets"),
-    ("ReplicaSet", "apps/v1", "replicasets"),
-    ("Job", "batch/v1", "jobs"),
-    ("CronJob", "batch/v1", "cronjobs"),
-];
-
 /// Whether an object of `kind` is audited on its own: not when its controller's template is
 /// audited already (a Deployment's ReplicaSets, a CronJob's Jobs, the Pods of any listed kind).
 pub fn audited_alone(kind: &str, object: &Value) -> bool {
@@ -39,7 +28,7 @@ pub fn audited_alone(kind: &str, object: &Value) -> bool {
         (_, None) => true,
         ("ReplicaSet", Some(owner)) => owner != "Deployment",
         ("Job", Some(owner)) => owner != "CronJob",
-        ("Pod", Some(owner)) => !KINDS.iter().any(|(k, _, _)| *k == owner),
+        ("Pod", Some(owner)) => crate::mutate::workload(owner).is_none(),
         _ => true,
     }
 }

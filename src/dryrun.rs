@@ -201,8 +201,9 @@ pub enum TemplateError {
 
 fn template_of(object: &Value) -> Result<(&'static [&'static str], PodTemplate), TemplateError> {
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("Pod");
-    let base =
-        mutate::template_path(kind).ok_or_else(|| TemplateError::NoTemplate(kind.to_owned()))?;
+    let base = mutate::workload(kind)
+        .ok_or_else(|| TemplateError::NoTemplate(kind.to_owned()))?
+        .template;
     let at = if base.is_empty() {
         String::new()
     } else {
@@ -263,12 +264,6 @@ fn object_namespace(object: &Value, request: Option<&str>) -> String {
         })
         .unwrap_or("default")
         .to_owned()
-}
-
-impl PodTemplate {
-    pub fn deserialize_from(v: &Value) -> Result<Self, serde_json::Error> {
-        serde::Deserialize::deserialize(v)
-    }
 }
 
 pub fn evaluate(policy: &Policy, item: &Item, opts: Options<'_>) -> ObjectResult {

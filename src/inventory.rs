@@ -1,8 +1,10 @@
 //! The workloads of a live cluster, listed through the Kubernetes API for `audit` (I/O): every
-//! kind `audit::KINDS` names, page by page, each page dropped once handed on.
+//! kind in `mutate::WORKLOADS`, page by page, each page dropped once handed on.
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::Client;
+
+use crate::mutate::Workload;
 use serde_json::Value;
 
 /// Which objects are listed.
@@ -36,9 +38,15 @@ const PAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 pub async fn list_kind(
     client: &Client,
     scope: &Scope,
-    (kind, api_version, plural): (&str, &str, &str),
+    workload: &Workload,
     mut each: impl FnMut(Listed),
 ) -> Result<(), String> {
+    let Workload {
+        kind,
+        api_version,
+        plural,
+        ..
+    } = *workload;
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let resource =
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);

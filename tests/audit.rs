@@ -21,6 +21,7 @@ const KINDS: &[(&str, &str)] = &[
     ("StatefulSet", "apps/v1"),
     ("DaemonSet", "apps/v1"),
     ("ReplicaSet", "apps/v1"),
+    ("ReplicationController", "v1"),
     ("Job", "batch/v1"),
     ("CronJob", "batch/v1"),
 ];
@@ -124,6 +125,7 @@ fn fill(api: &FakeApi) -> Expected {
         ("ReplicaSet", "apps/v1", "Deployment"),
         ("Job", "batch/v1", "CronJob"),
         ("Pod", "v1", "ReplicaSet"),
+        ("Pod", "v1", "ReplicationController"),
     ] {
         for i in 0..10 {
             api.put_workload(workload(

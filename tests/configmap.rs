@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_api::FakeApi;
 use image_mirror_webhook::rewrite::decide;
-use image_mirror_webhook::server::State;
+use image_mirror_webhook::server::{AppState, StateConfig};
 use image_mirror_webhook::source::configmap;
 use image_mirror_webhook::source::NamespacedName;
 
@@ -28,7 +28,7 @@ fn data(text: &str) -> Option<BTreeMap<&str, &str>> {
 }
 
 /// The image nginx decided by the policy in force, or None before one has loaded.
-fn current(state: &State) -> Option<String> {
+fn current(state: &AppState) -> Option<String> {
     state
         .policy
         .current()
@@ -48,7 +48,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 struct Watch {
     api: FakeApi,
-    state: Arc<State>,
+    state: Arc<AppState>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -63,7 +63,7 @@ async fn start(initial: Option<&str>) -> Watch {
     if let Some(text) = initial {
         api.put_configmap(NS, NAME, data(text));
     }
-    let state = Arc::new(State::new(false, 1 << 20));
+    let state = Arc::new(AppState::build(StateConfig::new(1 << 20)));
     let target = NamespacedName {
         namespace: NS.into(),
         name: NAME.into(),
@@ -72,7 +72,7 @@ async fn start(initial: Option<&str>) -> Watch {
     Watch { api, state, task }
 }
 
-fn metric(state: &State, name: &str) -> f64 {
+fn metric(state: &AppState, name: &str) -> f64 {
     state
         .metrics
         .encode()
@@ -182,7 +182,7 @@ async fn events_are_best_effort() {
     let api = FakeApi::start().await;
     api.deny_events(true);
     api.put_configmap(NS, NAME, data(&policy_for("one.example.com")));
-    let state = Arc::new(State::new(false, 1 << 20));
+    let state = Arc::new(AppState::build(StateConfig::new(1 << 20)));
     let target = NamespacedName {
         namespace: NS.into(),
         name: NAME.into(),

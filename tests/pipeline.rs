@@ -11,12 +11,12 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use image_mirror_webhook::admission::Outcome;
-use image_mirror_webhook::server::{review, routes, State};
+use image_mirror_webhook::server::{review, routes, AppState, StateConfig};
 use serde_json::Value;
 use tower::ServiceExt;
 
-async fn state() -> Arc<State> {
-    let state = State::new(false, 64 * 1024);
+async fn state() -> Arc<AppState> {
+    let state = AppState::build(StateConfig::new(64 * 1024));
     let policy = std::fs::read_to_string(common::data("reviews/policy.yaml")).unwrap();
     state.policy.apply("test", policy).await.unwrap();
     Arc::new(state)
@@ -68,7 +68,7 @@ async fn the_service_answers_each_review_fixture() {
     );
 }
 
-async fn send(state: &Arc<State>, req: Request<Body>) -> (StatusCode, Vec<u8>) {
+async fn send(state: &Arc<AppState>, req: Request<Body>) -> (StatusCode, Vec<u8>) {
     let resp = routes::webhook(state.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     (

@@ -9,12 +9,11 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::real_registry::{oci_layout, push, start_registry, Registry};
 use common::TempDir;
 use image_mirror_webhook::policy::Policy;
-use image_mirror_webhook::registry::Checker;
+use image_mirror_webhook::verify::{Access, Checker};
 
 const USER: &str = "mirror";
 const PASSWORD: &str = "mirror-pw";
@@ -80,7 +79,7 @@ fn policy_with(s: &Setup, password: &str, verify: &str) -> Arc<Policy> {
 }
 
 async fn chosen(p: &Arc<Policy>, image: &str) -> (Option<usize>, Vec<String>) {
-    let c = Checker::new(Arc::new(|_: &str, _: Duration| {}));
+    let c = Checker::new(Access::default());
     let v = c
         .verify(p, &[image.to_owned()])
         .await
@@ -120,7 +119,7 @@ async fn real_registries_with_tls_htpasswd_and_plain_http() {
     );
     // pinDigest: the digest the tag names is asked for too, and pinned.
     let pinned = policy_with(&s, PASSWORD, ", pinDigest: true");
-    let c = Checker::new(Arc::new(|_: &str, _: Duration| {}));
+    let c = Checker::new(Access::default());
     let v = c
         .verify(&pinned, &["nginx:1.0".to_owned()])
         .await

@@ -14,10 +14,10 @@ use base64::Engine;
 use common::fake_registry::{FakeRegistry, DIGEST};
 use image_mirror_webhook::dryrun;
 use image_mirror_webhook::policy::Policy;
-use image_mirror_webhook::registry::{Checker, Presence};
+use image_mirror_webhook::verify::{Access, Checker, Presence};
 
 fn checker() -> Checker {
-    Checker::new(Arc::new(|_: &str, _: Duration| {}))
+    Checker::new(Access::default())
 }
 
 /// A policy mirroring Docker Hub to `endpoints` with verify on; `extra` goes under `verify`.
@@ -300,9 +300,12 @@ async fn a_registry_that_hangs_is_asked_again_once_its_negative_answer_expires()
     );
     let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let observed = seen.clone();
-    let c = Checker::new(Arc::new(move |label: &str, _: Duration| {
-        observed.lock().unwrap().push(label.to_owned())
-    }));
+    let c = Checker::new(Access {
+        on_check: Some(Arc::new(move |label: &str, _: Duration| {
+            observed.lock().unwrap().push(label.to_owned())
+        })),
+        ..Access::default()
+    });
     let (chosen, tried) = result(&c, &p, "nginx").await;
     assert_eq!(chosen, None);
     assert!(tried[0].contains("timed out"), "{tried:?}");
@@ -378,7 +381,10 @@ async fn credentials_from_a_docker_config_file_and_from_a_secret() {
         api.client(),
         None,
     ));
-    let c = checker().with_pull_secrets(pull_secrets);
+    let c = Checker::new(Access {
+        pull_secrets: Some(pull_secrets),
+        ..Access::default()
+    });
     let (chosen, tried) = result(&c, &by_secret, "nginx").await;
     assert_eq!(
         chosen,

@@ -12,8 +12,9 @@ use anyhow::Context;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::audit::{Audit, FailOn, MirrorCheck, Report, KINDS};
+use crate::audit::{Audit, FailOn, MirrorCheck, Report};
 use crate::inventory::{list_kind, Listed, Scope};
+use crate::mutate::WORKLOADS;
 use crate::policy::Policy;
 use crate::source::NamespacedName;
 
@@ -139,27 +140,23 @@ async fn audit(args: &AuditArgs) -> anyhow::Result<Report> {
     };
     let mut audit = Audit::default();
     let mut errors = Vec::new();
-    for &(kind, api_version, plural) in KINDS {
+    for w in WORKLOADS {
+        let (kind, plural) = (w.kind, w.plural);
         progress.set_message(format!("listing {plural}"));
         let mut this_kind = Audit::default();
-        let listed = list_kind(
-            &client,
-            &scope,
-            (kind, api_version, plural),
-            |event| match event {
-                Listed::Object(object) => {
-                    if crate::audit::audited_alone(kind, &object) {
-                        this_kind.add(&policy, kind, object);
-                    }
-                    progress.set_message(format!(
-                        "listing {plural}: {} workloads",
-                        audit.workloads() + this_kind.workloads()
-                    ));
-                    progress.tick();
+        let listed = list_kind(&client, &scope, w, |event| match event {
+            Listed::Object(object) => {
+                if crate::audit::audited_alone(kind, &object) {
+                    this_kind.add(&policy, kind, object);
                 }
-                Listed::Restart => this_kind = Audit::default(),
-            },
-        )
+                progress.set_message(format!(
+                    "listing {plural}: {} workloads",
+                    audit.workloads() + this_kind.workloads()
+                ));
+                progress.tick();
+            }
+            Listed::Restart => this_kind = Audit::default(),
+        })
         .await;
         match listed {
             Ok(()) => audit.merge(this_kind),
@@ -228,9 +225,11 @@ async fn verify(
         Some(cm) => pull_secrets.in_namespace(&cm.namespace),
         None => pull_secrets,
     };
-    let checker = crate::registry::Checker::new(Arc::new(|_: &str, _: Duration| {}))
-        .with_cloud(cloud)
-        .with_pull_secrets(Arc::new(pull_secrets));
+    let checker = crate::verify::Checker::new(crate::verify::Access {
+        pull_secrets: Some(Arc::new(pull_secrets)),
+        cloud: Some(cloud),
+        on_check: None,
+    });
     let images = audit.changing_images();
     progress.set_style(
         ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}")

@@ -5,8 +5,10 @@
 //! turns that into the `Policy` the request path uses, with all regexes and lookups built once.
 
 mod compile;
+mod diagnostics;
 mod document;
 mod endpoint;
+mod read;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -17,6 +19,7 @@ use std::time::Duration;
 // needs them).
 use regex::bytes::{Regex, RegexSet};
 
+pub use diagnostics::{Diagnostic, Severity};
 pub use endpoint::{Endpoint, Scheme};
 
 use crate::yaml::Pos;
@@ -26,48 +29,6 @@ pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
 
 /// The sample policy `serve` runs on when given none.
 pub const SAMPLE_POLICY: &str = include_str!("sample-policy.yaml");
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    Note,
-    Warning,
-    Error,
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Severity::Note => "note",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        })
-    }
-}
-
-/// One finding about a policy, with the place it refers to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub severity: Severity,
-    pub pos: Pos,
-    /// Where in the document, as `mirrors[docker.io].endpoint[0]`.
-    pub path: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: ", self.pos, self.severity)?;
-        if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
-        }
-        f.write_str(&self.message)?;
-        if let Some(h) = &self.hint {
-            write!(f, " (hint: {h})")?;
-        }
-        Ok(())
-    }
-}
 
 pub use crate::redacted::Secret;
 
@@ -354,8 +315,9 @@ impl Policy {
                 }],
             });
         }
-        let (doc, mut diagnostics) = document::read(text);
-        let policy = doc.and_then(|doc| compile::compile(doc, &mut diagnostics));
+        let (doc, mut d) = read::read(text);
+        let policy = doc.map(|doc| compile::compile(doc, &mut d));
+        let mut diagnostics = d.list;
         diagnostics.sort_by_key(|d| (d.pos.line, d.pos.col));
         match policy {
             Some(policy) if !diagnostics.iter().any(|d| d.severity == Severity::Error) => {

@@ -227,6 +227,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one manifest check of `verify`, with its result and how long it took.
+    pub fn verify_checked(&self, result: &str, took: std::time::Duration) {
+        self.verify_checks
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+        self.verify_seconds.observe(took.as_secs_f64());
+    }
+
     /// Counts one credential fetch.
     pub fn credential_fetch(&self, source: &str, ok: bool) {
         self.credential_fetches

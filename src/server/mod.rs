@@ -13,7 +13,7 @@ mod tasks;
 pub mod tls;
 
 pub use args::{LogFormat, ServeArgs};
-pub use state::{State, DEFAULT_BODIES_BYTES};
+pub use state::{AppState, StateConfig, DEFAULT_BODIES_BYTES};
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -76,9 +76,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut state = State::with_credentials(
-        args.fail_closed,
-        state::Limits {
+    let client =
+        if args.policy_configmap.is_some() || args.cert_secret.is_some() || args.pull_secrets {
+            Some(kube::Client::try_default().await.context(
+                "cannot reach the Kubernetes API (in-cluster configuration or KUBECONFIG)",
+            )?)
+        } else {
+            None
+        };
+    let mut tasks = tokio::task::JoinSet::new();
+    let pull_secrets = match (args.pull_secrets, &client) {
+        (true, Some(client)) => {
+            let (index, watch) = crate::secrets::watch_namespace_secrets(client.clone());
+            tasks.spawn(watch);
+            Some((client.clone(), index))
+        }
+        _ => None,
+    };
+    let state = AppState::build(StateConfig {
+        fail_closed: args.fail_closed,
+        limits: state::Limits {
             bodies: body::BodyLimits {
                 max_body: args.max_body_bytes,
                 bodies: args.max_bodies_bytes,
@@ -89,33 +106,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_policy: args.max_policy_bytes,
             webhook_timeout: args.webhook_timeout,
         },
-        crate::credentials::Settings {
+        credentials: crate::credentials::Settings {
             plugin_dir: args.image_credential_provider_bin_dir.clone(),
             plugin_timeout: args.credential_provider_timeout,
             ecr_max_age: args.ecr_token_max_age,
         },
-    );
-    let client =
-        if args.policy_configmap.is_some() || args.cert_secret.is_some() || args.pull_secrets {
-            Some(kube::Client::try_default().await.context(
-                "cannot reach the Kubernetes API (in-cluster configuration or KUBECONFIG)",
-            )?)
-        } else {
-            None
-        };
-    let mut tasks = tokio::task::JoinSet::new();
-    if let (true, Some(client)) = (args.pull_secrets, client.clone()) {
-        let pull_secrets = Arc::new(crate::secrets::PullSecrets::new(
-            client.clone(),
-            Some(state.cloud.clone()),
-        ));
-        state.checker = state.checker.with_pull_secrets(pull_secrets.clone());
-        state.pull_secrets = Some(pull_secrets);
-        state.managed_pull_secrets.store(true, Ordering::Relaxed);
-        let (store, watch) = crate::secrets::watch_namespace_secrets(client);
-        state.namespace_secrets = Some(store);
-        tasks.spawn(watch);
-    }
+        pull_secrets,
+    });
     let state = Arc::new(state);
     start_policy(&args, &state, client.clone(), &mut tasks).await?;
     let tls_config = start_tls(&args, &state, client, &mut tasks).await?;
@@ -178,7 +175,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Loads the first policy (a file, or the built-in sample) and watches it, or watches the ConfigMap.
 async fn start_policy(
     args: &ServeArgs,
-    state: &Arc<State>,
+    state: &Arc<AppState>,
     client: Option<kube::Client>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<()> {
@@ -222,7 +219,7 @@ async fn start_policy(
 /// client CA, each with what keeps it current.
 async fn start_tls(
     args: &ServeArgs,
-    state: &Arc<State>,
+    state: &Arc<AppState>,
     client: Option<kube::Client>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<conn::TlsConfig> {

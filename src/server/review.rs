@@ -5,14 +5,14 @@
 use std::time::Instant;
 
 use super::metrics::{OutcomeLabel, RuleLabel};
-use super::State;
+use super::AppState;
 use crate::admission::{self, Answer, Outcome};
 use crate::mutate::Extras;
 use crate::verdict::Presence;
 
 /// One review: read it, check its images (`verify`), decide it, make the pull secrets it names,
 /// count and log it; the AdmissionReview to send back, whatever the body was.
-pub async fn answer(state: &State, body: &[u8]) -> Vec<u8> {
+pub async fn answer(state: &AppState, body: &[u8]) -> Vec<u8> {
     let started = Instant::now();
     let answer = review(state, body).await;
     let out = answer.body();
@@ -25,7 +25,7 @@ pub async fn answer(state: &State, body: &[u8]) -> Vec<u8> {
 }
 
 /// The pipeline behind `answer`, up to the answer and what is known of it (counted, not logged).
-pub async fn review(state: &State, body: &[u8]) -> Answer {
+pub async fn review(state: &AppState, body: &[u8]) -> Answer {
     let deadline = state.review_deadline();
     let policy = state.policy.current();
     let lookup = |ns: &str, host: &str| match &state.namespace_secrets {
@@ -84,7 +84,7 @@ pub async fn review(state: &State, body: &[u8]) -> Answer {
 /// Creates or updates the managed pull secrets a Pod will name, before it is admitted. A failure
 /// admits the Pod with a warning (the resync makes the Secret later), or denies it with --fail-closed.
 async fn materialise(
-    state: &State,
+    state: &AppState,
     ps: &crate::secrets::PullSecrets,
     policy: &crate::policy::Policy,
     answer: &mut Answer,

@@ -4,18 +4,18 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, RawQuery, State as Extract};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::State;
+use super::AppState;
 use crate::dryrun;
 
 /// The webhook listener: admission, dry-run and the probes.
-pub fn webhook(state: Arc<State>) -> Router {
+pub fn webhook(state: Arc<AppState>) -> Router {
     let bodies = state.bodies.clone();
     Router::new()
         .route("/mutate", post(mutate))
@@ -31,18 +31,18 @@ pub fn webhook(state: Arc<State>) -> Router {
 }
 
 /// The plain-HTTP admin listener: probes and metrics only.
-pub fn admin(state: Arc<State>) -> Router {
+pub fn admin(state: Arc<AppState>) -> Router {
     probes().with_state(state)
 }
 
-fn probes() -> Router<Arc<State>> {
+fn probes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
 }
 
-async fn readyz(Extract(state): Extract<Arc<State>>) -> Response {
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match state.not_ready() {
         None => "ok".into_response(),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
@@ -51,7 +51,7 @@ async fn readyz(Extract(state): Extract<Arc<State>>) -> Response {
 
 /// OpenMetrics to scrapers that ask for it (Prometheus does), the classic text format to others
 /// (curl, promtool).
-async fn metrics(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -87,7 +87,7 @@ fn unsupported(expected: &str) -> Response {
         .into_response()
 }
 
-async fn mutate(Extract(state): Extract<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     if media_type(&headers) != "application/json" {
         return unsupported("application/json");
     }
@@ -108,7 +108,7 @@ fn bad_request(message: String) -> Response {
 }
 
 async fn dry_run_objects(
-    Extract(state): Extract<Arc<State>>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -146,7 +146,7 @@ async fn dry_run_objects(
     }
 }
 
-async fn dry_run_image(Extract(state): Extract<Arc<State>>, RawQuery(query): RawQuery) -> Response {
+async fn dry_run_image(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Response {
     let Some(policy) = state.policy.current() else {
         return no_policy();
     };

@@ -5,17 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::body;
-use super::metrics::{self, Metrics};
+use super::metrics::Metrics;
 use crate::source;
 use crate::source::{PolicyStore, Reload};
 
 /// What every handler shares.
-pub struct State {
+pub struct AppState {
     pub policy: Arc<PolicyStore>,
     /// Set when --pull-secrets is on.
     pub pull_secrets: Option<Arc<crate::secrets::PullSecrets>>,
     pub namespace_secrets: Option<crate::secrets::NamespaceSecrets>,
-    pub checker: crate::registry::Checker,
+    pub checker: crate::verify::Checker,
     /// ECR tokens and credential providers, for pull secrets and verify.
     pub cloud: Arc<crate::credentials::Cloud>,
     pub metrics: Arc<Metrics>,
@@ -23,8 +23,6 @@ pub struct State {
     pub bodies: Arc<body::Bodies>,
     /// Every review is answered within this (`Limits::review_time`).
     pub review_time: Duration,
-    /// Whether managed pull secrets are made, for the line on unused credentials.
-    pub(super) managed_pull_secrets: Arc<AtomicBool>,
     pub(super) shutting_down: AtomicBool,
 }
 
@@ -35,7 +33,7 @@ pub const DEFAULT_BODIES_BYTES: usize = 16 * 1024 * 1024;
 /// ~15 MiB, inside the chart's 128 MiB.
 pub const DEFAULT_WORK_BYTES: usize = 64 * 1024 * 1024;
 
-/// The limits `State` enforces on requests and policies (README, Limits).
+/// The limits `AppState` enforces on requests and policies (README, Limits).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub bodies: body::BodyLimits,
@@ -70,61 +68,70 @@ impl Limits {
     }
 }
 
-impl State {
-    /// A state with the default limits but the largest body.
-    pub fn new(fail_closed: bool, max_body: usize) -> Self {
-        State::with_limits(fail_closed, Limits::new(max_body))
-    }
+/// What a `AppState` is built from.
+pub struct StateConfig {
+    pub fail_closed: bool,
+    pub limits: Limits,
+    /// ECR tokens and credential providers.
+    pub credentials: crate::credentials::Settings,
+    /// `serve --pull-secrets`: managed pull secrets through this client, and the index of the
+    /// namespaces' own pull secrets (whose watch the caller runs).
+    pub pull_secrets: Option<(kube::Client, crate::secrets::NamespaceSecrets)>,
+}
 
-    pub fn with_limits(fail_closed: bool, limits: Limits) -> Self {
-        State::with_credentials(fail_closed, limits, crate::credentials::Settings::default())
+impl StateConfig {
+    /// The defaults, with the largest body `max_body`; no pull secrets.
+    pub fn new(max_body: usize) -> Self {
+        StateConfig {
+            fail_closed: false,
+            limits: Limits::new(max_body),
+            credentials: crate::credentials::Settings::default(),
+            pull_secrets: None,
+        }
     }
+}
 
-    /// A state whose ECR tokens and credential providers follow `settings`.
-    pub fn with_credentials(
-        fail_closed: bool,
-        limits: Limits,
-        settings: crate::credentials::Settings,
-    ) -> Self {
+impl AppState {
+    /// The one way a state is made: metrics first, then what reports to them.
+    pub fn build(config: StateConfig) -> Self {
         let metrics = Arc::new(Metrics::default());
         let counted = metrics.clone();
         let cloud = Arc::new(crate::credentials::Cloud::new(
-            settings,
+            config.credentials,
             Arc::new(move |fetch, ok| counted.credential_fetch(fetch.label(), ok)),
         ));
+        let (pull_secrets, namespace_secrets) = match config.pull_secrets {
+            Some((client, index)) => {
+                let ps = crate::secrets::PullSecrets::new(client, Some(cloud.clone()));
+                (Some(Arc::new(ps)), Some(index))
+            }
+            None => (None, None),
+        };
         let observed = metrics.clone();
-        let observe: crate::registry::Observer = Arc::new(move |result: &str, took: Duration| {
-            observed
-                .verify_checks
-                .get_or_create(&metrics::ResultLabel {
-                    result: result.into(),
-                })
-                .inc();
-            observed.verify_seconds.observe(took.as_secs_f64());
+        let checker = crate::verify::Checker::new(crate::verify::Access {
+            pull_secrets: pull_secrets.clone(),
+            cloud: Some(cloud.clone()),
+            on_check: Some(Arc::new(move |result: &str, took: Duration| {
+                observed.verify_checked(result, took)
+            })),
         });
-        let checker = crate::registry::Checker::new(observe).with_cloud(cloud.clone());
-        let managed_pull_secrets = Arc::new(AtomicBool::new(false));
-        let policy = PolicyStore::new(
-            limits.max_policy,
-            policy_observer(
-                metrics.clone(),
-                checker.clone(),
-                cloud.clone(),
-                managed_pull_secrets.clone(),
-            ),
+        let on_reload = on_reload(
+            metrics.clone(),
+            checker.clone(),
+            cloud.clone(),
+            pull_secrets.is_some(),
         );
-        let bodies = body::Bodies::new(limits.bodies, metrics.clone());
-        State {
-            policy: Arc::new(policy),
-            pull_secrets: None,
-            namespace_secrets: None,
+        let limits = config.limits;
+        AppState {
+            policy: Arc::new(PolicyStore::new(limits.max_policy, on_reload)),
+            pull_secrets,
+            namespace_secrets,
             checker,
             cloud,
+            bodies: Arc::new(body::Bodies::new(limits.bodies, metrics.clone())),
             metrics,
-            fail_closed,
-            bodies: Arc::new(bodies),
+            fail_closed: config.fail_closed,
             review_time: limits.review_time(),
-            managed_pull_secrets,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -151,21 +158,19 @@ impl State {
 
 /// Counts reloads, forgets verify's clients and answers when a policy changes (its TLS settings
 /// and credentials may have), and says when the policy's credentials make no pull secret.
-fn policy_observer(
+fn on_reload(
     metrics: Arc<Metrics>,
-    checker: crate::registry::Checker,
+    checker: crate::verify::Checker,
     cloud: Arc<crate::credentials::Cloud>,
-    managed_pull_secrets: Arc<AtomicBool>,
-) -> source::store::Observer {
+    managed_pull_secrets: bool,
+) -> source::store::OnReload {
     Box::new(move |reload| match reload {
         Reload::Loaded { policy, hash } => {
             checker.reset();
             cloud.policy_changed(policy);
             Metrics::reload(&metrics.policy_reloads, true);
             metrics.policy_loaded(hash);
-            if let Some(line) =
-                policy.unused_credentials(managed_pull_secrets.load(Ordering::Relaxed))
-            {
+            if let Some(line) = policy.unused_credentials(managed_pull_secrets) {
                 tracing::warn!("{line}");
             }
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::metrics::Metrics;
 use super::selfmanaged;
-use super::state::State;
+use super::state::AppState;
 use super::tls::{self, TlsError};
 use crate::source::{self, PolicyStore};
 
@@ -108,7 +108,7 @@ pub(super) fn watch_tls<T>(
 /// every `every`, and as soon as an ECR token is due (checked each second).
 pub(super) async fn resync_pull_secrets(
     pull_secrets: Arc<crate::secrets::PullSecrets>,
-    state: Arc<State>,
+    state: Arc<AppState>,
     every: Duration,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1).min(every));
@@ -139,7 +139,7 @@ pub(super) async fn keep_certificate(
     settings: selfmanaged::Settings,
     mut served: selfmanaged::Material,
     resolver: Arc<tls::Resolver>,
-    state: Arc<State>,
+    state: Arc<AppState>,
     every: Duration,
 ) {
     // Until the bundle is out (the webhook configuration may not exist yet while a release

@@ -19,7 +19,7 @@ pub enum Reload<'a> {
     SourceFailed,
 }
 
-pub type Observer = Box<dyn Fn(Reload<'_>) + Send + Sync>;
+pub type OnReload = Box<dyn Fn(Reload<'_>) + Send + Sync>;
 
 /// A short, stable name for a policy text, for the `policy_info` metric and the log.
 pub fn text_hash(text: &str) -> String {
@@ -42,11 +42,11 @@ pub enum LoadError {
 pub struct PolicyStore {
     current: ArcSwapOption<Policy>,
     max_bytes: usize,
-    observer: Observer,
+    observer: OnReload,
 }
 
 impl PolicyStore {
-    pub fn new(max_bytes: usize, observer: Observer) -> Self {
+    pub fn new(max_bytes: usize, observer: OnReload) -> Self {
         PolicyStore {
             current: ArcSwapOption::empty(),
             max_bytes,

@@ -107,8 +107,13 @@ impl FakeApi {
                 "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}",
                 get(get_webhook_config).patch(patch_webhook_config),
             )
-            .route("/api/v1/pods", get(core_workloads_all))
-            .route("/api/v1/namespaces/{ns}/pods", get(core_workloads_ns))
+            .route("/api/v1/pods", get(pods_all))
+            .route("/api/v1/namespaces/{ns}/pods", get(pods_ns))
+            .route("/api/v1/replicationcontrollers", get(rcs_all))
+            .route(
+                "/api/v1/namespaces/{ns}/replicationcontrollers",
+                get(rcs_ns),
+            )
             .route("/apis/{group}/v1/{plural}", get(group_workloads_all))
             .route(
                 "/apis/{group}/v1/namespaces/{ns}/{plural}",
@@ -300,19 +305,28 @@ impl FakeApi {
     }
 }
 
-async fn core_workloads_all(
-    State(s): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
+async fn pods_all(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
     list_workloads(&s, "pods", None, &q)
 }
 
-async fn core_workloads_ns(
+async fn pods_ns(
     State(s): State<Shared>,
     Path(ns): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     list_workloads(&s, "pods", Some(&ns), &q)
+}
+
+async fn rcs_all(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    list_workloads(&s, "replicationcontrollers", None, &q)
+}
+
+async fn rcs_ns(
+    State(s): State<Shared>,
+    Path(ns): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    list_workloads(&s, "replicationcontrollers", Some(&ns), &q)
 }
 
 async fn group_workloads_all(
