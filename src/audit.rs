@@ -163,7 +163,7 @@ impl Counts {
 
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Report {
+pub struct AuditReport {
     /// Where the policy came from, and the hash `serve` logs and exports for it.
     pub policy: String,
     pub totals: Counts,
@@ -251,7 +251,7 @@ impl Audit {
         policy: String,
         checks: Option<&HashMap<String, MirrorCheck>>,
         errors: Vec<String>,
-    ) -> Report {
+    ) -> AuditReport {
         let mut images: Vec<ImageReport> = self
             .images
             .into_iter()
@@ -314,7 +314,7 @@ impl Audit {
                 row
             })
             .collect();
-        Report {
+        AuditReport {
             policy,
             totals,
             summary,
@@ -336,7 +336,7 @@ pub enum FailOn {
     Change,
 }
 
-impl Report {
+impl AuditReport {
     /// Why the audit fails under `fail_on`, if it does; a kind that could not be listed always
     /// fails it (an audit that did not see everything is no pass).
     pub fn failures(&self, fail_on: &[FailOn]) -> Vec<String> {

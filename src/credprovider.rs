@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::redacted::Secret;
+use crate::redacted::Redacted;
 
 /// The `apiVersion`s of the plugin protocol the kubelet speaks.
 pub const PLUGIN_API_VERSIONS: &[&str] = &[
@@ -204,7 +204,7 @@ pub struct Response {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
     pub username: String,
-    pub password: Secret,
+    pub password: Redacted,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -271,7 +271,7 @@ impl Response {
                     k,
                     Credential {
                         username: a.username,
-                        password: Secret::new(a.password),
+                        password: Redacted::new(a.password),
                     },
                 )
             })

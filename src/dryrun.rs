@@ -58,7 +58,7 @@ pub struct ObjectResult {
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct Report {
+pub struct DryRunReport {
     pub results: Vec<ObjectResult>,
 }
 
@@ -318,8 +318,8 @@ pub fn evaluate(policy: &Policy, item: &Item, opts: Options<'_>) -> ObjectResult
     result
 }
 
-pub fn evaluate_all(policy: &Policy, items: &[Item], opts: Options<'_>) -> Report {
-    Report {
+pub fn evaluate_all(policy: &Policy, items: &[Item], opts: Options<'_>) -> DryRunReport {
+    DryRunReport {
         results: items.iter().map(|i| evaluate(policy, i, opts)).collect(),
     }
 }
@@ -330,7 +330,7 @@ pub fn explain(
     images: &[String],
     namespace: Option<&str>,
     verdicts: Option<&Verdicts>,
-) -> Report {
+) -> DryRunReport {
     let decisions = images
         .iter()
         .map(|image| {
@@ -347,7 +347,7 @@ pub fn explain(
             }
         })
         .collect();
-    Report {
+    DryRunReport {
         results: vec![ObjectResult {
             decisions,
             ..ObjectResult::default()

@@ -54,19 +54,19 @@ pub fn parse_host(host: &str) -> Option<Registry> {
 
 /// The password of an ECR authorization token (`base64("AWS:<password>")`), as
 /// `aws ecr get-login-password` prints it.
-pub fn password_of(authorization_token: &str) -> Result<String, TokenError> {
+pub fn password_of(authorization_token: &str) -> Result<String, PasswordError> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(authorization_token.trim())
-        .map_err(|_| TokenError::NotBase64)?;
-    let text = String::from_utf8(decoded).map_err(|_| TokenError::NotBase64)?;
+        .map_err(|_| PasswordError::NotBase64)?;
+    let text = String::from_utf8(decoded).map_err(|_| PasswordError::NotBase64)?;
     match text.split_once(':') {
         Some(("AWS", password)) if !password.is_empty() => Ok(password.to_owned()),
-        _ => Err(TokenError::NotAwsUser),
+        _ => Err(PasswordError::NotAwsUser),
     }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TokenError {
+pub enum PasswordError {
     #[error("the authorization token is not base64 text")]
     NotBase64,
     #[error("the authorization token is not `AWS:<password>`")]
@@ -131,8 +131,8 @@ mod tests {
         let token = base64::engine::general_purpose::STANDARD.encode("AWS:secret-pw");
         assert_eq!(password_of(&token).unwrap(), "secret-pw");
         let other = base64::engine::general_purpose::STANDARD.encode("root:pw");
-        assert_eq!(password_of(&other), Err(TokenError::NotAwsUser));
-        assert_eq!(password_of("%%%"), Err(TokenError::NotBase64));
+        assert_eq!(password_of(&other), Err(PasswordError::NotAwsUser));
+        assert_eq!(password_of("%%%"), Err(PasswordError::NotBase64));
     }
 
     #[test]

@@ -17,7 +17,6 @@ pub mod dryrun;
 pub mod duration;
 pub mod ecr;
 pub mod flight;
-pub mod inventory;
 pub mod mutate;
 pub mod names;
 pub mod policy;

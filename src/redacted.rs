@@ -4,11 +4,11 @@
 use std::fmt;
 
 #[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
+pub struct Redacted(String);
 
-impl Secret {
+impl Redacted {
     pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
+        Redacted(s.into())
     }
 
     pub fn expose(&self) -> &str {
@@ -16,7 +16,7 @@ impl Secret {
     }
 }
 
-impl fmt::Debug for Secret {
+impl fmt::Debug for Redacted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }

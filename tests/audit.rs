@@ -187,8 +187,18 @@ impl Run {
 
     /// Runs `audit` with `args` and `env`, never in-cluster.
     async fn audit_in(&self, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
+        self.command("audit", args, env).await
+    }
+
+    /// Runs `command` with `args` and `env`, never in-cluster.
+    async fn command(
+        &self,
+        command: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_image-mirror-webhook"));
-        cmd.arg("audit")
+        cmd.arg(command)
             .args(args)
             .envs(env.iter().copied())
             .env_remove("KUBERNETES_SERVICE_HOST")
@@ -598,6 +608,53 @@ async fn the_policy_can_be_the_webhooks_own_configmap() {
     let out = run.audit_with(&["--policy-configmap", "imw/nope"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read ConfigMap imw/nope"));
+}
+
+/// `check` and `dry-run` take the policy from the same flags as `audit` and `serve`.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_and_dry_run_read_the_policy_configmap() {
+    let api = FakeApi::start().await;
+    let policy = "mirrors:\n  docker.io:\n    endpoint: [\"https://mirror.example.com\"]\n";
+    api.put_configmap("imw", "imw-policy", Some([("policy.yaml", policy)].into()));
+    api.put_configmap(
+        "imw",
+        "bad",
+        Some([("policy.yaml", "mirrors: [x]\n")].into()),
+    );
+    let run = Run::new(&api, "unused: true\n");
+    let env = [("KUBECONFIG", run.kubeconfig.as_os_str())];
+    let cm = ["--policy-configmap", "imw/imw-policy"];
+    let out = run.command("check", &cm, &env).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("ConfigMap imw/imw-policy: valid policy"),
+        "{stdout}"
+    );
+    let out = run
+        .command("check", &["--policy-configmap", "imw/bad"], &env)
+        .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("ConfigMap imw/bad:1:10: error"), "{stdout}");
+    let out = run
+        .command("dry-run", &[&cm[..], &["--image", "nginx"]].concat(), &env)
+        .await;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        report["results"][0]["decisions"][0]["result"],
+        "mirror.example.com/library/nginx"
+    );
+    // A policy file and a ConfigMap at once is a usage error.
+    let out = run
+        .command(
+            "check",
+            &[&cm[..], &["--policy-file", "x.yaml"]].concat(),
+            &env,
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread")]

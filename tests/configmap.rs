@@ -68,7 +68,12 @@ async fn start(initial: Option<&str>) -> Watch {
         namespace: NS.into(),
         name: NAME.into(),
     };
-    let task = tokio::spawn(configmap::watch(api.client(), target, state.policy.clone()));
+    let task = tokio::spawn(configmap::watch(
+        api.client(),
+        target,
+        state.policy.clone(),
+        None,
+    ));
     Watch { api, state, task }
 }
 
@@ -187,7 +192,12 @@ async fn events_are_best_effort() {
         namespace: NS.into(),
         name: NAME.into(),
     };
-    let task = tokio::spawn(configmap::watch(api.client(), target, state.policy.clone()));
+    let task = tokio::spawn(configmap::watch(
+        api.client(),
+        target,
+        state.policy.clone(),
+        None,
+    ));
     eventually("the policy without Events", || current(&state).is_some()).await;
     api.put_configmap(NS, NAME, data(&policy_for("two.example.com")));
     eventually("the update without Events", || {

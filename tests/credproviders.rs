@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_api::FakeApi;
 use common::{ApiServe, TempDir};
-use image_mirror_webhook::credentials::{Cloud, Settings};
+use image_mirror_webhook::credentials::{Cloud, CloudSettings};
 use image_mirror_webhook::credprovider::glob_matches;
 use image_mirror_webhook::dockerconfig::managed_name;
 use image_mirror_webhook::policy::Policy;
@@ -133,10 +133,10 @@ cat "$0.response""#,
 
     fn cloud(&self, timeout: Duration) -> Cloud {
         Cloud::new(
-            Settings {
+            CloudSettings {
                 plugin_dir: Some(self.path().to_owned()),
                 plugin_timeout: timeout,
-                ..Settings::default()
+                ..CloudSettings::default()
             },
             Arc::new(|_, _| {}),
         )

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use common::fake_api::FakeApi;
-use image_mirror_webhook::server::selfmanaged::{self, Settings};
+use image_mirror_webhook::server::selfmanaged::{self, CertificateSettings};
 use serde_json::{json, Value};
 
 const NS: &str = "imw";
 
-fn settings() -> Settings {
-    Settings {
+fn settings() -> CertificateSettings {
+    CertificateSettings {
         secret: format!("{NS}/imw-tls").parse().unwrap(),
         dns_names: vec!["localhost".into(), "127.0.0.1".into(), "imw.imw.svc".into()],
         validity: Duration::from_secs(3600),

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::dryrun::{self, Report};
+use crate::dryrun::{self, DryRunReport};
 use crate::policy::{Loaded, Policy, Severity};
+use crate::source::PolicySource;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,8 +39,8 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct DryRunArgs {
     /// The policy to apply; without it, the first FILE is the policy.
-    #[arg(long, value_name = "FILE")]
-    pub policy_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub policy: PolicySource,
     /// Explain this image reference instead of reading objects; one per --image, repeat it for
     /// more (a value is never taken for a file).
     #[arg(long, value_name = "REF", action = clap::ArgAction::Append)]
@@ -70,10 +71,14 @@ pub enum Format {
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// The policy to validate.
-    #[arg(long = "policy-file", value_name = "FILE", conflicts_with = "policy")]
-    pub policy_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: PolicySource,
     /// The policy to validate, as `check policy.yaml`.
-    #[arg(value_name = "POLICY", required_unless_present = "policy_file")]
+    #[arg(
+        value_name = "POLICY",
+        conflicts_with_all = ["policy_file", "policy_configmap"],
+        required_unless_present_any = ["policy_file", "policy_configmap"]
+    )]
     pub policy: Option<PathBuf>,
 }
 
@@ -116,21 +121,51 @@ pub(crate) fn read_text(path: &Path, max: usize) -> anyhow::Result<String> {
     String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))
 }
 
-/// Loads a policy file, printing its diagnostics to standard error when it is rejected.
-pub(crate) fn load_policy(path: &Path) -> anyhow::Result<Loaded> {
-    let text = read_text(path, crate::policy::MAX_POLICY_BYTES)?;
+/// The policy text `source` names (else the file `positional`), with its name for messages.
+fn policy_text(
+    source: &PolicySource,
+    positional: Option<&Path>,
+) -> anyhow::Result<(String, String)> {
+    let max = crate::policy::MAX_POLICY_BYTES;
+    match (
+        source.policy_file.as_deref(),
+        &source.policy_configmap,
+        positional,
+    ) {
+        (Some(path), _, _) | (None, None, Some(path)) => {
+            Ok((read_text(path, max)?, path.display().to_string()))
+        }
+        (None, Some(cm), _) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let text = runtime.block_on(async {
+                let client = kube::Client::try_default().await.map_err(|_| {
+                    anyhow::anyhow!("--policy-configmap needs a Kubernetes configuration: set KUBECONFIG, write ~/.kube/config, or run in a Pod with a ServiceAccount")
+                })?;
+                crate::source::configmap::read(&client, cm).await
+            })?;
+            Ok((text, format!("ConfigMap {cm}")))
+        }
+        (None, None, None) => anyhow::bail!("no policy named"),
+    }
+}
+
+/// Loads a policy, printing its diagnostics to standard error when it is rejected.
+fn load_policy(source: &PolicySource, positional: Option<&Path>) -> anyhow::Result<Loaded> {
+    let (text, name) = policy_text(source, positional)?;
     Policy::load(&text).map_err(|rejected| {
         for d in &rejected.diagnostics {
             if d.severity == Severity::Error {
-                eprintln!("{}:{d}", path.display());
+                eprintln!("{name}:{d}");
             }
         }
-        anyhow::anyhow!("{} is not a valid policy", path.display())
+        anyhow::anyhow!("{name} is not a valid policy")
     })
 }
 
 /// Exits 2 with clap's usage message, as a parse error would.
-fn usage_error(message: &str) -> ! {
+pub(crate) fn usage_error(message: &str) -> ! {
     use clap::CommandFactory;
     Cli::command()
         .error(clap::error::ErrorKind::ArgumentConflict, message)
@@ -139,12 +174,13 @@ fn usage_error(message: &str) -> ! {
 
 fn dry_run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
     let mut files = args.files.clone();
-    let policy_file = match &args.policy_file {
-        Some(p) => p.clone(),
-        None if files.is_empty() => {
-            usage_error("name the policy: dry-run POLICY [FILE...] or --policy-file POLICY")
-        }
-        None => files.remove(0),
+    let named = args.policy.policy_file.is_some() || args.policy.policy_configmap.is_some();
+    let positional = match (named, files.is_empty()) {
+        (true, _) => None,
+        (false, true) => usage_error(
+            "name the policy: dry-run POLICY [FILE...], --policy-file POLICY or --policy-configmap NS/NAME",
+        ),
+        (false, false) => Some(files.remove(0)),
     };
     if !args.image.is_empty() && !files.is_empty() {
         usage_error(&format!(
@@ -152,7 +188,7 @@ fn dry_run(args: &DryRunArgs) -> anyhow::Result<ExitCode> {
             files[0].display()
         ));
     }
-    let policy = std::sync::Arc::new(load_policy(&policy_file)?.policy);
+    let policy = std::sync::Arc::new(load_policy(&args.policy, positional.as_deref())?.policy);
     if let Some(line) = policy.unused_credentials(args.pull_secrets) {
         eprintln!("note: {line}");
     }
@@ -218,7 +254,7 @@ fn verify(
     Ok(Some(runtime.block_on(checker.verify(policy, images))))
 }
 
-fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
+fn print_report(report: &DryRunReport, format: Format) -> anyhow::Result<()> {
     let value = serde_json::to_value(report)?;
     let text = match format {
         Format::Json => serde_json::to_string_pretty(&value)?,
@@ -232,11 +268,7 @@ fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let Some(path) = args.policy_file.as_ref().or(args.policy.as_ref()) else {
-        usage_error("name the policy: check POLICY or check --policy-file POLICY");
-    };
-    let text = read_text(path, crate::policy::MAX_POLICY_BYTES)?;
-    let name = path.display();
+    let (text, name) = policy_text(&args.source, args.policy.as_deref())?;
     let (diagnostics, policy) = match Policy::load(&text) {
         Ok(l) => (l.diagnostics, Some(l.policy)),
         Err(r) => (r.diagnostics, None),

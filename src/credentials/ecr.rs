@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::policy::{EcrSource, Secret};
+use crate::policy::EcrSource;
+use crate::redacted::Redacted;
 use crate::sync::lock;
 
-use super::{Fetch, Observer};
+use super::{Fetch, OnFetch};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EcrError {
@@ -21,14 +22,14 @@ pub enum EcrError {
 }
 
 struct Token {
-    password: Arc<Secret>,
+    password: Arc<Redacted>,
     refresh_at: Instant,
     /// A registry refused it: no use while another is fetched.
     refused: bool,
 }
 
 /// A fetch under way, shared by every caller that waits for it.
-type Pending = crate::flight::Flight<Result<Arc<Secret>, EcrError>>;
+type Pending = crate::flight::Flight<Result<Arc<Redacted>, EcrError>>;
 
 /// The tokens of every ECR registry the policy names, by host.
 pub(super) struct Tokens {
@@ -36,13 +37,13 @@ pub(super) struct Tokens {
     tokens: Mutex<HashMap<String, Token>>,
     /// One fetch per registry at a time, run as its own task: a caller that stops waiting (a
     /// review's deadline) does not stop it, and the token it brings is kept for the next.
-    fetching: crate::flight::Flights<String, Result<Arc<Secret>, EcrError>>,
+    fetching: crate::flight::Flights<String, Result<Arc<Redacted>, EcrError>>,
     clients: Mutex<HashMap<String, (EcrSource, aws_sdk_ecr::Client)>>,
-    observe: Observer,
+    observe: OnFetch,
 }
 
 impl Tokens {
-    pub fn new(max_age: Duration, observe: Observer) -> Arc<Self> {
+    pub fn new(max_age: Duration, observe: OnFetch) -> Arc<Self> {
         Arc::new(Tokens {
             max_age,
             tokens: Mutex::default(),
@@ -60,7 +61,7 @@ impl Tokens {
         self: &Arc<Self>,
         host: &str,
         source: &EcrSource,
-    ) -> Result<Arc<Secret>, EcrError> {
+    ) -> Result<Arc<Redacted>, EcrError> {
         let last = {
             let tokens = lock(&self.tokens);
             match tokens.get(host) {
@@ -99,11 +100,11 @@ impl Tokens {
 
     /// Fetches a token for `host` and keeps it; on failure keeps the last one, to be tried again
     /// soon.
-    async fn refresh(&self, host: &str, source: &EcrSource) -> Result<Arc<Secret>, EcrError> {
+    async fn refresh(&self, host: &str, source: &EcrSource) -> Result<Arc<Redacted>, EcrError> {
         match self.fetch(host, source).await {
             Ok((password, life)) => {
                 (self.observe)(Fetch::Ecr, true);
-                let password = Arc::new(Secret::new(password));
+                let password = Arc::new(Redacted::new(password));
                 let refresh_at = crate::duration::after(
                     Instant::now(),
                     crate::ecr::refresh_after(life, self.max_age),

@@ -1,12 +1,12 @@
 //! Registry credentials that are fetched, not stored (I/O): ECR tokens (`ecr`) and kubelet
-//! credential provider plugins (`plugins`). They feed managed pull secrets and `verify` like the
+//! credential provider plugins (`credprovider`, the I/O half of `crate::credprovider`). They feed managed pull secrets and `verify` like the
 //! policy's own credentials.
 
+mod credprovider;
 mod ecr;
-mod plugins;
 
+pub use credprovider::PluginError;
 pub use ecr::EcrError;
-pub use plugins::PluginError;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::policy::{Credentials, EcrSource, Policy, Secret};
+use crate::policy::{Credentials, EcrSource, Policy};
+use crate::redacted::Redacted;
 
 /// Which kind of source a fetch was from, for the metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +35,10 @@ impl Fetch {
 }
 
 /// Called with each fetch and whether it worked.
-pub type Observer = Arc<dyn Fn(Fetch, bool) + Send + Sync>;
+pub type OnFetch = Arc<dyn Fn(Fetch, bool) + Send + Sync>;
 
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct CloudSettings {
     /// Where provider plugins are (`--image-credential-provider-bin-dir`).
     pub plugin_dir: Option<PathBuf>,
     /// How long a plugin may run.
@@ -46,9 +47,9 @@ pub struct Settings {
     pub ecr_max_age: Duration,
 }
 
-impl Default for Settings {
+impl Default for CloudSettings {
     fn default() -> Self {
-        Settings {
+        CloudSettings {
             plugin_dir: None,
             plugin_timeout: Duration::from_secs(10),
             ecr_max_age: Duration::from_secs(6 * 3600),
@@ -71,14 +72,18 @@ pub enum CloudError {
 /// ECR tokens and provider plugins, shared by pull secrets and verify.
 pub struct Cloud {
     ecr: Arc<ecr::Tokens>,
-    plugins: plugins::Plugins,
+    plugins: credprovider::Plugins,
 }
 
 impl Cloud {
-    pub fn new(settings: Settings, observe: Observer) -> Self {
+    pub fn new(settings: CloudSettings, observe: OnFetch) -> Self {
         Cloud {
             ecr: ecr::Tokens::new(settings.ecr_max_age, observe.clone()),
-            plugins: plugins::Plugins::new(settings.plugin_dir, settings.plugin_timeout, observe),
+            plugins: credprovider::Plugins::new(
+                settings.plugin_dir,
+                settings.plugin_timeout,
+                observe,
+            ),
         }
     }
 
@@ -88,7 +93,7 @@ impl Cloud {
         let password = self.ecr.password(host, source).await?;
         Ok(crate::dockerconfig::entry(&Credentials {
             username: Some("AWS".into()),
-            password: Some(Secret::clone(&password)),
+            password: Some(Redacted::clone(&password)),
             ..Credentials::default()
         }))
     }

@@ -1,7 +1,7 @@
 //! The policy as written: plain data with the place of every value, read by `read` and turned
 //! into a `Policy` by `compile`.
 
-use super::Secret;
+use crate::redacted::Redacted;
 use crate::yaml::Pos;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,9 +40,9 @@ pub struct MirrorDoc {
 #[derive(Debug, Default)]
 pub struct AuthDoc {
     pub username: Option<Spanned<String>>,
-    pub password: Option<Spanned<Secret>>,
-    pub auth: Option<Spanned<Secret>>,
-    pub identity_token: Option<Spanned<Secret>>,
+    pub password: Option<Spanned<Redacted>>,
+    pub auth: Option<Spanned<Redacted>>,
+    pub identity_token: Option<Spanned<Redacted>>,
 }
 
 #[derive(Debug, Default)]
@@ -67,7 +67,7 @@ pub struct PrivateRegistryDoc {
     pub pos: Pos,
     pub url: Option<Spanned<String>>,
     pub user: Option<Spanned<String>>,
-    pub password: Option<Spanned<Secret>>,
+    pub password: Option<Spanned<Redacted>>,
     pub is_default: bool,
     /// RKE's `ecrCredentialPlugin`.
     pub ecr_plugin: Option<EcrPluginDoc>,
@@ -77,8 +77,8 @@ pub struct PrivateRegistryDoc {
 pub struct EcrPluginDoc {
     pub pos: Pos,
     pub access_key_id: Option<Spanned<String>>,
-    pub secret_access_key: Option<Spanned<Secret>>,
-    pub session_token: Option<Spanned<Secret>>,
+    pub secret_access_key: Option<Spanned<Redacted>>,
+    pub session_token: Option<Spanned<Redacted>>,
 }
 
 /// A kubelet `CredentialProviderConfig`, as written.

@@ -30,15 +30,15 @@ pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
 /// The sample policy `serve` runs on when given none.
 pub const SAMPLE_POLICY: &str = include_str!("sample-policy.yaml");
 
-pub use crate::redacted::Secret;
+use crate::redacted::Redacted;
 
 /// Credentials the policy holds for one registry host.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Credentials {
     pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub auth: Option<Secret>,
-    pub identity_token: Option<Secret>,
+    pub password: Option<Redacted>,
+    pub auth: Option<Redacted>,
+    pub identity_token: Option<Redacted>,
 }
 
 /// TLS settings for one registry host, as K3s `configs.<host>.tls` has them.
@@ -77,8 +77,8 @@ pub struct EcrSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsKeys {
     pub access_key_id: String,
-    pub secret_access_key: Secret,
-    pub session_token: Option<Secret>,
+    pub secret_access_key: Redacted,
+    pub session_token: Option<Redacted>,
 }
 
 /// Where a registry's credentials come from, as `check` and `dry-run` name it (never the secret).

@@ -2,7 +2,8 @@
 
 use super::diagnostics::{closest, Diagnostics};
 use super::document::*;
-use super::{Secret, Severity};
+use super::Severity;
+use crate::redacted::Redacted;
 use crate::yaml::{self, Kind, Node};
 
 const TOP_KEYS: &[&str] = &[
@@ -134,9 +135,9 @@ impl Reader {
         }
     }
 
-    fn secret(&mut self, node: &Node, path: &str) -> Option<Spanned<Secret>> {
+    fn secret(&mut self, node: &Node, path: &str) -> Option<Spanned<Redacted>> {
         self.string(node, path).map(|s| Spanned {
-            value: Secret::new(s.value),
+            value: Redacted::new(s.value),
             pos: s.pos,
         })
     }

@@ -104,7 +104,7 @@ async fn secret_entry(api: &Api<Secret>, name: &str, host: &str) -> Result<Value
     };
     Ok(entry(&Credentials {
         username: Some(username),
-        password: Some(crate::policy::Secret::new(password)),
+        password: Some(crate::redacted::Redacted::new(password)),
         ..Credentials::default()
     }))
 }
@@ -130,9 +130,10 @@ pub struct PullSecrets {
 }
 
 impl PullSecrets {
+    /// Reads `credentialsSecret` references in the client's default namespace until
+    /// `in_namespace` names the webhook's own.
     pub fn new(client: Client, cloud: Option<Arc<Cloud>>) -> Self {
-        let own_namespace = std::env::var("POD_NAMESPACE")
-            .unwrap_or_else(|_| client.default_namespace().to_owned());
+        let own_namespace = client.default_namespace().to_owned();
         PullSecrets {
             client,
             own_namespace,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::state::{DEFAULT_BODIES_BYTES, DEFAULT_WORK_BYTES};
-use crate::source::NamespacedName;
+use crate::source::{NamespacedName, PolicySource};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
@@ -47,14 +47,9 @@ pub struct ServeArgs {
     /// Where the development CA is written when no certificate is given.
     #[arg(long, value_name = "DIR", default_value = "certs/dev")]
     pub dev_cert_dir: PathBuf,
-    /// The policy; re-read when it changes. Without it (or --policy-configmap) the built-in
-    /// sample policy is served.
-    #[arg(long, value_name = "FILE", conflicts_with = "policy_configmap")]
-    pub policy_file: Option<PathBuf>,
-    /// Watch the policy in this ConfigMap (key policy.yaml) through the Kubernetes API, with the
-    /// in-cluster configuration or KUBECONFIG. Not ready until it has loaded once.
-    #[arg(long, value_name = "NAMESPACE/NAME")]
-    pub policy_configmap: Option<NamespacedName>,
+    /// The policy; without one, the built-in sample policy is served.
+    #[command(flatten)]
+    pub policy: PolicySource,
     /// Keep the serving certificate in this Secret, made, shared by replicas and renewed by the
     /// webhook itself (instead of --tls-cert/--tls-key).
     #[arg(

@@ -43,7 +43,7 @@ const H1_MAX_BUF: usize = 64 * 1024;
 
 /// The bounds of one listener's connections.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct ConnectionLimits {
     pub max_connections: usize,
     pub idle_timeout: Duration,
 }
@@ -57,7 +57,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsConfig>,
     app: Router,
-    limits: Limits,
+    limits: ConnectionLimits,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
 ) {
@@ -380,7 +380,7 @@ async fn serve_connection<IO>(
     io: IO,
     protocol: Protocol,
     app: Router,
-    limits: Limits,
+    limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -76,20 +76,30 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let client =
-        if args.policy_configmap.is_some() || args.cert_secret.is_some() || args.pull_secrets {
-            Some(kube::Client::try_default().await.context(
+    let client = if args.policy.policy_configmap.is_some()
+        || args.cert_secret.is_some()
+        || args.pull_secrets
+    {
+        Some(
+            kube::Client::try_default().await.context(
                 "cannot reach the Kubernetes API (in-cluster configuration or KUBECONFIG)",
-            )?)
-        } else {
-            None
-        };
+            )?,
+        )
+    } else {
+        None
+    };
     let mut tasks = tokio::task::JoinSet::new();
     let pull_secrets = match (args.pull_secrets, &client) {
         (true, Some(client)) => {
             let (index, watch) = crate::secrets::watch_namespace_secrets(client.clone());
             tasks.spawn(watch);
-            Some((client.clone(), index))
+            // Where credentialsSecret references are read: the webhook's own namespace.
+            let own_namespace = std::env::var("POD_NAMESPACE").ok();
+            Some(state::PullSecretsConfig {
+                client: client.clone(),
+                index,
+                own_namespace,
+            })
         }
         _ => None,
     };
@@ -106,7 +116,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_policy: args.max_policy_bytes,
             webhook_timeout: args.webhook_timeout,
         },
-        credentials: crate::credentials::Settings {
+        credentials: crate::credentials::CloudSettings {
             plugin_dir: args.image_credential_provider_bin_dir.clone(),
             plugin_timeout: args.credential_provider_timeout,
             ecr_max_age: args.ecr_token_max_age,
@@ -125,7 +135,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ));
     }
 
-    let limits = conn::Limits {
+    let limits = conn::ConnectionLimits {
         max_connections: args.max_connections as usize,
         idle_timeout: args.idle_timeout,
     };
@@ -179,16 +189,17 @@ async fn start_policy(
     client: Option<kube::Client>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<()> {
-    if let (Some(target), Some(client)) = (args.policy_configmap.clone(), client) {
+    if let (Some(target), Some(client)) = (args.policy.policy_configmap.clone(), client) {
         tracing::info!(configmap = %target, "watching the policy ConfigMap; not ready until it loads");
         tasks.spawn(source::configmap::watch(
             client,
             target,
             state.policy.clone(),
+            std::env::var("POD_NAME").ok(),
         ));
         return Ok(());
     }
-    let Some(path) = &args.policy_file else {
+    let Some(path) = &args.policy.policy_file else {
         tracing::info!("no --policy-file: serving the built-in sample policy");
         if let Err(why) = state
             .policy
@@ -225,7 +236,7 @@ async fn start_tls(
 ) -> anyhow::Result<conn::TlsConfig> {
     let self_managed = match (&args.cert_secret, client) {
         (Some(secret), Some(client)) => {
-            let settings = selfmanaged::Settings {
+            let settings = selfmanaged::CertificateSettings {
                 secret: secret.clone(),
                 dns_names: args.cert_dns_names.clone(),
                 validity: args.cert_validity,

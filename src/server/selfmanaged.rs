@@ -26,7 +26,7 @@ const CERT_KEY: &str = "tls.crt";
 const KEY_KEY: &str = "tls.key";
 
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct CertificateSettings {
     /// The Secret, as NAMESPACE/NAME.
     pub secret: NamespacedName,
     pub dns_names: Vec<String>,
@@ -76,7 +76,7 @@ fn material(secret: &Secret) -> Option<Material> {
 
 /// Whether the material can be served until it is due for renewal: it parses, the key fits, it
 /// covers every name, and more than `renew_before` is left.
-pub fn usable(m: &Material, s: &Settings, now: SystemTime) -> bool {
+pub fn usable(m: &Material, s: &CertificateSettings, now: SystemTime) -> bool {
     if tls::certified_key(m.cert.as_bytes(), m.key.as_bytes()).is_err() {
         return false;
     }
@@ -98,7 +98,7 @@ fn first_pem(bundle: &str) -> &str {
         .map_or(bundle, |i| &bundle[..i + END.len()])
 }
 
-fn fresh(s: &Settings, previous: Option<&Material>) -> Result<Material, CertError> {
+fn fresh(s: &CertificateSettings, previous: Option<&Material>) -> Result<Material, CertError> {
     let names: Vec<&str> = s.dns_names.iter().map(String::as_str).collect();
     let made = tls::generate_valid(&names, s.validity)?;
     let mut ca_bundle = made.ca_pem;
@@ -113,7 +113,7 @@ fn fresh(s: &Settings, previous: Option<&Material>) -> Result<Material, CertErro
     })
 }
 
-fn tls_secret(s: &Settings, m: &Material) -> Secret {
+fn tls_secret(s: &CertificateSettings, m: &Material) -> Secret {
     let data = BTreeMap::from([
         (
             CA_KEY.to_owned(),
@@ -140,7 +140,11 @@ fn tls_secret(s: &Settings, m: &Material) -> Secret {
 
 /// The material to serve: the Secret's when usable, else new material written to it. Replicas
 /// racing to create or renew it settle on whichever write the API server took first.
-pub async fn ensure(client: &Client, s: &Settings, now: SystemTime) -> Result<Material, CertError> {
+pub async fn ensure(
+    client: &Client,
+    s: &CertificateSettings,
+    now: SystemTime,
+) -> Result<Material, CertError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &s.secret.namespace);
     let settled = converge(&secrets, &s.secret.name, 5, |existing| -> Result<_, CertError> {
         let current = existing.and_then(material);
@@ -196,8 +200,8 @@ pub async fn publish_ca(client: &Client, name: &str, m: &Material) -> Result<boo
 mod tests {
     use super::*;
 
-    fn settings(validity: u64, renew: u64) -> Settings {
-        Settings {
+    fn settings(validity: u64, renew: u64) -> CertificateSettings {
+        CertificateSettings {
             secret: "ns/tls".parse().unwrap(),
             dns_names: vec!["svc.ns.svc".into(), "127.0.0.1".into()],
             validity: Duration::from_secs(validity),
@@ -216,7 +220,7 @@ mod tests {
             !usable(&m, &s, now + Duration::from_secs(3100)),
             "inside the renewal window"
         );
-        let other = Settings {
+        let other = CertificateSettings {
             dns_names: vec!["other.ns.svc".into()],
             ..s.clone()
         };

@@ -73,10 +73,19 @@ pub struct StateConfig {
     pub fail_closed: bool,
     pub limits: Limits,
     /// ECR tokens and credential providers.
-    pub credentials: crate::credentials::Settings,
+    pub credentials: crate::credentials::CloudSettings,
     /// `serve --pull-secrets`: managed pull secrets through this client, and the index of the
     /// namespaces' own pull secrets (whose watch the caller runs).
-    pub pull_secrets: Option<(kube::Client, crate::secrets::NamespaceSecrets)>,
+    pub pull_secrets: Option<PullSecretsConfig>,
+}
+
+/// `serve --pull-secrets`.
+pub struct PullSecretsConfig {
+    pub client: kube::Client,
+    /// The namespaces' own pull secrets, kept current by a watch the caller runs.
+    pub index: crate::secrets::NamespaceSecrets,
+    /// Where `credentialsSecret` references are read (default: the client's namespace).
+    pub own_namespace: Option<String>,
 }
 
 impl StateConfig {
@@ -85,7 +94,7 @@ impl StateConfig {
         StateConfig {
             fail_closed: false,
             limits: Limits::new(max_body),
-            credentials: crate::credentials::Settings::default(),
+            credentials: crate::credentials::CloudSettings::default(),
             pull_secrets: None,
         }
     }
@@ -101,9 +110,13 @@ impl AppState {
             Arc::new(move |fetch, ok| counted.credential_fetch(fetch.label(), ok)),
         ));
         let (pull_secrets, namespace_secrets) = match config.pull_secrets {
-            Some((client, index)) => {
-                let ps = crate::secrets::PullSecrets::new(client, Some(cloud.clone()));
-                (Some(Arc::new(ps)), Some(index))
+            Some(c) => {
+                let ps = crate::secrets::PullSecrets::new(c.client, Some(cloud.clone()));
+                let ps = match &c.own_namespace {
+                    Some(ns) => ps.in_namespace(ns),
+                    None => ps,
+                };
+                (Some(Arc::new(ps)), Some(c.index))
             }
             None => (None, None),
         };

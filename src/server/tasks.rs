@@ -136,7 +136,7 @@ pub(super) async fn resync_pull_secrets(
 /// due, and keeps the CA bundle in the webhook configuration (an upgrade may have blanked it).
 pub(super) async fn keep_certificate(
     client: kube::Client,
-    settings: selfmanaged::Settings,
+    settings: selfmanaged::CertificateSettings,
     mut served: selfmanaged::Material,
     resolver: Arc<tls::Resolver>,
     state: Arc<AppState>,

@@ -50,13 +50,32 @@ enum Seen {
     Gone,
 }
 
+/// The policy text the ConfigMap holds now: what audit, check and dry-run judge by.
+pub async fn read(client: &Client, cm: &NamespacedName) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &cm.namespace);
+    let map = api
+        .get(&cm.name)
+        .await
+        .with_context(|| format!("cannot read ConfigMap {cm}"))?;
+    map.data
+        .and_then(|mut d| d.remove(POLICY_KEY))
+        .with_context(|| format!("ConfigMap {cm} has no {POLICY_KEY}"))
+}
+
 /// Watches the ConfigMap until the task is dropped; errors back off and the watch resumes.
-pub async fn watch(client: Client, target: NamespacedName, store: Arc<PolicyStore>) {
+/// `pod_name` names the Events' reporting instance.
+pub async fn watch(
+    client: Client,
+    target: NamespacedName,
+    store: Arc<PolicyStore>,
+    pod_name: Option<String>,
+) {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &target.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", target.name));
     let reporter = Reporter {
         controller: "image-mirror-webhook".into(),
-        instance: std::env::var("POD_NAME").ok(),
+        instance: pod_name,
     };
     let mut events = Events {
         recorder: Recorder::new(client, reporter),

@@ -1,9 +1,8 @@
-//! `audit`: lists the cluster's workloads (`inventory`), judges their images by the policy
+//! `audit`: lists the cluster's workloads (`list`), judges their images by the policy
 //! (`audit`, pure), checks the mirrors with `verify`'s own code, and prints the report.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,25 +11,19 @@ use anyhow::Context;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::audit::{Audit, FailOn, MirrorCheck, Report};
-use crate::inventory::{list_kind, Listed, Scope};
+mod list;
+
+use crate::audit::{Audit, AuditReport, FailOn, MirrorCheck};
 use crate::mutate::WORKLOADS;
 use crate::policy::Policy;
-use crate::source::NamespacedName;
+use crate::source::PolicySource;
+use list::{list_kind, Listed, Scope};
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
-    /// The policy to judge the cluster by, from a file.
-    #[arg(
-        long,
-        value_name = "FILE",
-        required_unless_present = "policy_configmap",
-        conflicts_with = "policy_configmap"
-    )]
-    pub policy_file: Option<PathBuf>,
-    /// The policy the webhook applies: its ConfigMap (key policy.yaml), as NAMESPACE/NAME.
-    #[arg(long, value_name = "NAMESPACE/NAME")]
-    pub policy_configmap: Option<NamespacedName>,
+    /// The policy to judge the cluster by: a file, or the ConfigMap the webhook applies.
+    #[command(flatten)]
+    pub policy: PolicySource,
     /// The kubeconfig context to use (default: its current context).
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
@@ -71,6 +64,9 @@ pub enum AuditFormat {
 }
 
 pub fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
+    if args.policy.policy_file.is_none() && args.policy.policy_configmap.is_none() {
+        super::usage_error("name the policy: --policy-file FILE or --policy-configmap NS/NAME");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -124,7 +120,7 @@ async fn client(args: &AuditArgs) -> anyhow::Result<(kube::Client, String)> {
     Ok((client, url))
 }
 
-async fn audit(args: &AuditArgs) -> anyhow::Result<Report> {
+async fn audit(args: &AuditArgs) -> anyhow::Result<AuditReport> {
     let (client, url) = client(args).await?;
     let (policy, source) = policy(args, &client)
         .await
@@ -173,28 +169,16 @@ async fn audit(args: &AuditArgs) -> anyhow::Result<Report> {
 
 /// The policy from its file or its ConfigMap, and how to name it in the report.
 async fn policy(args: &AuditArgs, client: &kube::Client) -> anyhow::Result<(Policy, String)> {
-    let (text, from) = match (&args.policy_file, &args.policy_configmap) {
+    let (text, from) = match (&args.policy.policy_file, &args.policy.policy_configmap) {
         (Some(path), _) => (
             super::read_text(path, crate::policy::MAX_POLICY_BYTES)?,
             path.display().to_string(),
         ),
-        (None, Some(cm)) => {
-            let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
-                kube::Api::namespaced(client.clone(), &cm.namespace);
-            let map = api
-                .get(&cm.name)
-                .await
-                .with_context(|| format!("cannot read ConfigMap {cm}"))?;
-            let key = crate::source::configmap::POLICY_KEY;
-            let text = map
-                .data
-                .and_then(|mut d| d.remove(key))
-                .with_context(|| format!("ConfigMap {cm} has no {key}"))?;
-            (text, format!("ConfigMap {cm}"))
-        }
-        (None, None) => {
-            anyhow::bail!("name the policy: --policy-file FILE or --policy-configmap NS/NAME")
-        }
+        (None, Some(cm)) => (
+            crate::source::configmap::read(client, cm).await?,
+            format!("ConfigMap {cm}"),
+        ),
+        (None, None) => anyhow::bail!("no policy named"),
     };
     let loaded = Policy::load(&text)
         .map_err(|rejected| anyhow::anyhow!("{from} is not a valid policy: {rejected}"))?;
@@ -216,11 +200,11 @@ async fn verify(
     policy.verify.timeout = args.verify_timeout;
     let policy = Arc::new(policy);
     let cloud = Arc::new(crate::credentials::Cloud::new(
-        crate::credentials::Settings::default(),
+        crate::credentials::CloudSettings::default(),
         Arc::new(|_, _| {}),
     ));
     let pull_secrets = crate::secrets::PullSecrets::new(client.clone(), Some(cloud.clone()));
-    let pull_secrets = match &args.policy_configmap {
+    let pull_secrets = match &args.policy.policy_configmap {
         // credentialsSecret names a Secret in the webhook's namespace: the ConfigMap's.
         Some(cm) => pull_secrets.in_namespace(&cm.namespace),
         None => pull_secrets,

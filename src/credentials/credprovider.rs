@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use crate::credprovider::{Cache, Credential, Provider, Response, ResponseError};
 use crate::sync::lock;
 
-use super::{Fetch, Observer};
+use super::{Fetch, OnFetch};
 
 /// The most of a plugin's stdout that is read; a response is a few KB.
 const MAX_OUTPUT: u64 = 1024 * 1024;
@@ -65,11 +65,11 @@ pub(super) struct Plugins {
     running: crate::flight::Flights<(String, String), Result<Arc<Response>, PluginError>>,
     all: Arc<Semaphore>,
     per_provider: Mutex<HashMap<String, Arc<Semaphore>>>,
-    observe: Observer,
+    observe: OnFetch,
 }
 
 impl Plugins {
-    pub fn new(dir: Option<PathBuf>, timeout: Duration, observe: Observer) -> Self {
+    pub fn new(dir: Option<PathBuf>, timeout: Duration, observe: OnFetch) -> Self {
         Plugins {
             dir,
             timeout,
