@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashSet};
 use json_patch::Patch;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 
 use crate::mutate::{self, Extras, Mutation, Operation, PodTemplate};
 use crate::policy::Policy;
@@ -54,25 +53,6 @@ struct Gvk {
     kind: String,
 }
 
-#[derive(Deserialize, Default)]
-struct OldPod {
-    #[serde(default)]
-    spec: OldSpec,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct OldSpec {
-    #[serde(default)]
-    ephemeral_containers: Option<Vec<NameOnly>>,
-}
-
-#[derive(Deserialize)]
-struct NameOnly {
-    #[serde(default)]
-    name: String,
-}
-
 /// What happened to one review, for logs and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -97,10 +77,89 @@ impl Outcome {
     }
 }
 
+/// The `response` of an AdmissionReview, made by its constructors (as kube-core's
+/// `AdmissionResponse`); the patch is added when the answer is written (`Answer::body`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit_annotations: BTreeMap<String, String>,
+}
+
+/// Why a review was denied, or could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    pub message: String,
+}
+
+impl Response {
+    /// Admitted as it is.
+    pub fn allow(uid: &str) -> Self {
+        Response {
+            uid: uid.to_owned(),
+            allowed: true,
+            status: None,
+            warnings: Vec::new(),
+            audit_annotations: BTreeMap::new(),
+        }
+    }
+
+    /// Admitted with what the mutation says: its warnings, and the images it rewrote as an audit
+    /// annotation.
+    pub fn mutated(uid: &str, m: &Mutation) -> Self {
+        let rewritten: BTreeMap<&str, &str> = m
+            .rewrites()
+            .filter_map(|d| Some((d.decision.image.as_str(), d.decision.result.as_deref()?)))
+            .collect();
+        let mut audit_annotations = BTreeMap::new();
+        if let (false, Ok(text)) = (rewritten.is_empty(), serde_json::to_string(&rewritten)) {
+            audit_annotations.insert("rewritten-images".to_owned(), text);
+        }
+        Response {
+            warnings: m.warnings.clone(),
+            audit_annotations,
+            ..Response::allow(uid)
+        }
+    }
+
+    /// Refused with an HTTP-like `code` and the reason.
+    pub fn deny(uid: &str, code: u16, message: String) -> Self {
+        Response {
+            allowed: false,
+            status: Some(Status {
+                code: Some(code),
+                message,
+            }),
+            ..Response::allow(uid)
+        }
+    }
+
+    /// A review that could not be read, admitted unchanged with the reason (failing open).
+    pub fn unreadable(uid: &str, message: String) -> Self {
+        Response {
+            status: Some(Status {
+                code: None,
+                message,
+            }),
+            ..Response::allow(uid)
+        }
+    }
+}
+
 /// One review's answer and what is worth saying about it.
 #[derive(Debug)]
 pub struct Answer {
-    pub response: Value,
+    /// The AdmissionReview version answered in: the review's own when it was one we do not speak.
+    pub api_version: String,
+    pub response: Response,
     pub outcome: Outcome,
     pub uid: String,
     pub namespace: String,
@@ -109,26 +168,19 @@ pub struct Answer {
     pub dry_run: bool,
     /// Empty unless the pod was decided.
     pub mutation: Mutation,
-    /// Whether the answer carries `mutation.patch` (written by `body`, not kept in `response`).
-    patched: bool,
 }
 
 impl Answer {
-    /// Turns the answer into a denial with `code` and the reason.
+    /// Turns the answer into a denial with `code` and the reason; it carries no patch.
     pub fn deny(&mut self, code: u16, why: String) {
-        self.patched = false;
-        self.response["response"] = json!({ "uid": self.uid, "allowed": false,
-            "status": { "code": code, "message": why } });
+        self.response = Response::deny(&self.uid, code, why.clone());
+        self.mutation.patch.0.clear();
         self.outcome = Outcome::Failed(why);
     }
 
     /// Adds a warning that kubectl prints to whoever made the Pod.
     pub fn warn(&mut self, warning: String) {
-        let response = &mut self.response["response"];
-        match response.get_mut("warnings").and_then(|w| w.as_array_mut()) {
-            Some(list) => list.push(warning.into()),
-            None => response["warnings"] = json!([warning]),
-        }
+        self.response.warnings.push(warning);
     }
 }
 
@@ -163,12 +215,11 @@ impl PodReview {
             op,
         } = self;
         let Some(policy) = policy else {
-            return fail(answer, None, "no policy has loaded yet".into(), fail_closed);
+            return fail(answer, "no policy has loaded yet".into(), fail_closed);
         };
         answer.namespace = namespace.clone();
         let mutation = mutate::mutate(policy, &pod, &[], &namespace, &op, extras);
-        answer.response = allowed(&answer.uid, &mutation);
-        answer.patched = !mutation.is_empty();
+        answer.response = Response::mutated(&answer.uid, &mutation);
         answer.outcome = if mutation.is_empty() {
             Outcome::Unchanged
         } else {
@@ -186,30 +237,29 @@ impl Answer {
         #[derive(Serialize)]
         struct Envelope<'a> {
             #[serde(rename = "apiVersion")]
-            api_version: &'a Value,
-            kind: &'a Value,
+            api_version: &'a str,
+            kind: &'static str,
             response: Patched<'a>,
         }
         #[derive(Serialize)]
         struct Patched<'a> {
             #[serde(flatten)]
-            fields: &'a Value,
-            #[serde(rename = "patchType")]
-            patch_type: &'static str,
-            patch: Base64Json<'a, Patch>,
+            fields: &'a Response,
+            #[serde(rename = "patchType", skip_serializing_if = "Option::is_none")]
+            patch_type: Option<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            patch: Option<Base64Json<'a, Patch>>,
         }
-        match self.patched {
-            false => exact_json(&self.response),
-            true => exact_json(&Envelope {
-                api_version: &self.response["apiVersion"],
-                kind: &self.response["kind"],
-                response: Patched {
-                    fields: &self.response["response"],
-                    patch_type: "JSONPatch",
-                    patch: Base64Json(&self.mutation.patch),
-                },
-            }),
-        }
+        let patched = !self.mutation.patch.0.is_empty();
+        exact_json(&Envelope {
+            api_version: &self.api_version,
+            kind: "AdmissionReview",
+            response: Patched {
+                fields: &self.response,
+                patch_type: patched.then_some("JSONPatch"),
+                patch: patched.then_some(Base64Json(&self.mutation.patch)),
+            },
+        })
     }
 }
 
@@ -294,7 +344,8 @@ pub fn scope(
 /// Reads a review up to the Pod it carries.
 pub fn read(body: &[u8], fail_closed: bool) -> Read {
     let mut answer = Answer {
-        response: Value::Null,
+        api_version: API_VERSION.to_owned(),
+        response: Response::allow(""),
         outcome: Outcome::Failed(String::new()),
         uid: String::new(),
         namespace: String::new(),
@@ -302,10 +353,9 @@ pub fn read(body: &[u8], fail_closed: bool) -> Read {
         operation: String::new(),
         dry_run: false,
         mutation: Mutation::default(),
-        patched: false,
     };
     match read_pod(body, &mut answer) {
-        Ok(Ok((pod, op))) => {
+        Ok((pod, op)) => {
             // The API server sets `request.namespace`; the object's own may say anything (a
             // forged review), so decisions and writes go by the request's alone.
             let namespace = answer.namespace.clone();
@@ -316,59 +366,88 @@ pub fn read(body: &[u8], fail_closed: bool) -> Read {
                 op,
             })
         }
-        Ok(Err(why)) => Read::Answered(skip(answer, why)),
-        Err(Unreadable { api_version, why }) => {
-            Read::Answered(fail(answer, api_version.as_deref(), why, fail_closed))
+        Err(NotDecided::Skipped(why)) => {
+            answer.response = Response::allow(&answer.uid);
+            answer.outcome = Outcome::Skipped(why);
+            Read::Answered(answer)
         }
+        Err(NotDecided::Unreadable(why)) => Read::Answered(fail(answer, why, fail_closed)),
     }
 }
 
-/// Why a review could not be read, answered by the failure policy.
-struct Unreadable {
-    /// The version to answer in, when the review named one we do not speak.
-    api_version: Option<String>,
-    why: String,
+/// Why a review has no Pod to decide.
+enum NotDecided {
+    /// Nothing to do: another kind, operation or subresource.
+    Skipped(String),
+    /// The review cannot be read; answered by the failure policy.
+    Unreadable(String),
 }
 
-impl From<String> for Unreadable {
+impl From<String> for NotDecided {
     fn from(why: String) -> Self {
-        Unreadable {
-            api_version: None,
-            why,
-        }
+        NotDecided::Unreadable(why)
     }
 }
 
-impl From<&str> for Unreadable {
+impl From<&str> for NotDecided {
     fn from(why: &str) -> Self {
-        why.to_owned().into()
+        NotDecided::Unreadable(why.to_owned())
     }
 }
 
-/// Reads a review into `answer` (uid, names, operation) up to its Pod and the operation to decide,
-/// or why there is nothing to do (`Ok(Err)`), or why it cannot be read.
-fn read_pod(
-    body: &[u8],
-    answer: &mut Answer,
-) -> Result<Result<(PodTemplate, Operation), String>, Unreadable> {
+/// Reads a review into `answer` (uid, names, operation, the version to answer in) up to its Pod
+/// and the operation to decide.
+fn read_pod(body: &[u8], answer: &mut Answer) -> Result<(PodTemplate, Operation), NotDecided> {
     let review: ReviewIn<'_> = serde_json::from_slice(body).map_err(|e| {
         answer.uid = uid_of_unreadable(body);
-        Unreadable::from(format!("unreadable AdmissionReview: {e}"))
+        format!("unreadable AdmissionReview: {e}")
     })?;
     if review.api_version.as_deref() != Some(API_VERSION)
         || review.kind.as_deref() != Some("AdmissionReview")
     {
-        let why = format!(
+        if let Some(v) = &review.api_version {
+            answer.api_version.clone_from(v);
+        }
+        return Err(format!(
             "expected kind AdmissionReview of {API_VERSION}, got {} of {}",
             review.kind.as_deref().unwrap_or("no kind"),
             review.api_version.as_deref().unwrap_or("no apiVersion")
-        );
-        return Err(Unreadable {
-            api_version: review.api_version,
-            why,
-        });
+        )
+        .into());
     }
     let request = review.request.ok_or("the review has no request")?;
+    read_request(&request, answer)?;
+    let gvk = request.kind.unwrap_or_default();
+    let existing_ephemeral = || {
+        request
+            .old_object
+            .and_then(|o| serde_json::from_str::<PodTemplate>(o.get()).ok())
+            .map(|old| old.ephemeral_names())
+            .unwrap_or_default()
+    };
+    let op = scope(
+        &gvk.group,
+        &gvk.kind,
+        &answer.operation,
+        request.sub_resource.as_deref().unwrap_or(""),
+        existing_ephemeral,
+    )
+    .map_err(NotDecided::Skipped)?;
+    let object = request.object.ok_or("the request has no object")?;
+    let pod: PodTemplate =
+        serde_json::from_str(object.get()).map_err(|e| format!("unreadable Pod: {e}"))?;
+    if answer.name.is_empty() {
+        answer.name = pod
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+    }
+    Ok((pod, op))
+}
+
+/// The request's uid, names and operation, into `answer`; names must be Kubernetes names.
+fn read_request(request: &RequestIn<'_>, answer: &mut Answer) -> Result<(), NotDecided> {
     answer.uid = request.uid.clone().unwrap_or_default();
     answer.namespace = request.namespace.clone().unwrap_or_default();
     answer.name = request.name.clone().unwrap_or_default();
@@ -380,49 +459,13 @@ fn read_pod(
     // Names go into API paths (managed pull secrets): one that is not a Kubernetes name is not
     // from an API server, and nothing is read or written for it.
     if !answer.namespace.is_empty() && !crate::names::is_dns_label(&answer.namespace) {
-        return Err(format!(
-            "request.namespace {:?} is not a namespace name",
-            answer.namespace
-        )
-        .into());
+        let ns = &answer.namespace;
+        return Err(format!("request.namespace {ns:?} is not a namespace name").into());
     }
     if !answer.name.is_empty() && !crate::names::is_dns_subdomain(&answer.name) {
         return Err(format!("request.name {:?} is not an object name", answer.name).into());
     }
-    let gvk = request.kind.unwrap_or_default();
-    let existing_ephemeral = || {
-        let old: OldPod = request
-            .old_object
-            .and_then(|o| serde_json::from_str(o.get()).ok())
-            .unwrap_or_default();
-        old.spec
-            .ephemeral_containers
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.name)
-            .collect()
-    };
-    let op = match scope(
-        &gvk.group,
-        &gvk.kind,
-        &answer.operation,
-        request.sub_resource.as_deref().unwrap_or(""),
-        existing_ephemeral,
-    ) {
-        Ok(op) => op,
-        Err(why) => return Ok(Err(why)),
-    };
-    let object = request.object.ok_or("the request has no object")?;
-    let pod: PodTemplate = serde_json::from_str(object.get())
-        .map_err(|e| Unreadable::from(format!("unreadable Pod: {e}")))?;
-    if answer.name.is_empty() {
-        answer.name = pod
-            .metadata
-            .as_ref()
-            .map(|m| m.name.clone())
-            .unwrap_or_default();
-    }
-    Ok(Ok((pod, op)))
+    Ok(())
 }
 
 /// The uid of a review that did not parse (invalid UTF-8 somewhere in the Pod, say), read from
@@ -443,40 +486,12 @@ fn uid_of_unreadable(body: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-fn allowed(uid: &str, m: &Mutation) -> Value {
-    let mut response = json!({ "uid": uid, "allowed": true });
-    if !m.warnings.is_empty() {
-        response["warnings"] = json!(m.warnings);
-    }
-    let rewritten: BTreeMap<&str, &str> = m
-        .rewrites()
-        .filter_map(|d| Some((d.decision.image.as_str(), d.decision.result.as_deref()?)))
-        .collect();
-    if !rewritten.is_empty() {
-        if let Ok(text) = serde_json::to_string(&rewritten) {
-            response["auditAnnotations"] = json!({ "rewritten-images": text });
-        }
-    }
-    envelope(API_VERSION, response)
-}
-
-fn envelope(api_version: &str, response: Value) -> Value {
-    json!({ "apiVersion": api_version, "kind": "AdmissionReview", "response": response })
-}
-
-fn skip(mut answer: Answer, why: String) -> Answer {
-    answer.response = envelope(API_VERSION, json!({ "uid": answer.uid, "allowed": true }));
-    answer.outcome = Outcome::Skipped(why);
-    answer
-}
-
 /// Fail open (allowed, unchanged, with the reason) unless told to fail closed.
-fn fail(mut answer: Answer, api_version: Option<&str>, why: String, fail_closed: bool) -> Answer {
-    let response = json!({ "uid": answer.uid, "allowed": true, "status": { "message": why } });
-    answer.response = envelope(api_version.unwrap_or(API_VERSION), response);
+fn fail(mut answer: Answer, why: String, fail_closed: bool) -> Answer {
     if fail_closed {
         answer.deny(400, why);
     } else {
+        answer.response = Response::unreadable(&answer.uid, why.clone());
         answer.outcome = Outcome::Failed(why);
     }
     answer

@@ -151,7 +151,13 @@ pub fn from_review(review: &Value) -> Item {
         text("/kind/kind"),
         text("/operation"),
         text("/subResource"),
-        || ephemeral_names(request.get("oldObject")),
+        || {
+            request
+                .get("oldObject")
+                .and_then(|o| PodTemplate::deserialize_from(o).ok())
+                .map(|old| old.ephemeral_names())
+                .unwrap_or_default()
+        },
     );
     let (operation, skip) = match scope {
         Ok(op) => (op, None),
@@ -163,17 +169,6 @@ pub fn from_review(review: &Value) -> Item {
         operation,
         skip,
     }
-}
-
-pub fn ephemeral_names(old: Option<&Value>) -> HashSet<String> {
-    old.and_then(|o| o.pointer("/spec/ephemeralContainers"))
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// What `verify` found, by image.

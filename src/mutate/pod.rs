@@ -148,6 +148,16 @@ impl PodTemplate {
     pub fn deserialize_from(v: &Value) -> Result<Self, serde_json::Error> {
         Deserialize::deserialize(v)
     }
+
+    /// The names of its ephemeral containers: an update of `pods/ephemeralcontainers` may decide
+    /// only the others.
+    pub fn ephemeral_names(&self) -> HashSet<String> {
+        self.spec
+            .ephemeral_containers
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
 }
 
 /// A kind that holds a pod template.
