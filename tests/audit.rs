@@ -145,7 +145,7 @@ fn fill(api: &FakeApi) -> Expected {
     }
 }
 
-fn policy(registry: &FakeRegistry) -> String {
+fn policy_text(registry: &FakeRegistry) -> String {
     format!(
         "mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\nexclude:\n  namespaces: [kube-system]\n  images: ['^quay\\.io/excluded/']\n",
         registry.host()
@@ -232,7 +232,7 @@ async fn audit_counts_every_kind_exactly_across_pages_and_a_relist() {
     let api = FakeApi::start().await;
     let registry = FakeRegistry::start().await;
     let expected = fill(&api);
-    let run = Run::new(&api, &policy(&registry));
+    let run = Run::new(&api, &policy_text(&registry));
     // Small pages, and the Deployments' continue token expires once mid-list.
     api.expire_next_continue("deployments");
     let (report, out) = run.json(&["--page-size", "7"]).await;
@@ -342,7 +342,7 @@ async fn a_forbidden_kind_is_reported_and_the_rest_audited() {
     let registry = FakeRegistry::start().await;
     let expected = fill(&api);
     api.forbid("statefulsets");
-    let run = Run::new(&api, &policy(&registry));
+    let run = Run::new(&api, &policy_text(&registry));
     let (report, out) = run.json(&[]).await;
     assert_eq!(out.status.code(), Some(1), "a partial audit is no pass");
     let errors = report["errors"].as_array().unwrap();
@@ -368,7 +368,7 @@ async fn the_cluster_is_named_and_chosen() {
     let api = FakeApi::start().await;
     let registry = FakeRegistry::start().await;
     fill(&api);
-    let run = Run::new(&api, &policy(&registry));
+    let run = Run::new(&api, &policy_text(&registry));
     let dead = format!("https://127.0.0.1:{}", common::free_port());
     let text = std::fs::read_to_string(&run.kubeconfig)
         .unwrap()
@@ -426,7 +426,7 @@ async fn a_repeated_continue_token_ends_the_listing() {
     let registry = FakeRegistry::start().await;
     fill(&api);
     api.list_endlessly("jobs");
-    let run = Run::new(&api, &policy(&registry));
+    let run = Run::new(&api, &policy_text(&registry));
     let started = std::time::Instant::now();
     let (report, out) = run.json(&["--page-size", "2"]).await;
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
@@ -455,7 +455,7 @@ async fn verify_asks_each_mirror_once_per_image_and_fails_on_missing() {
         registry.add(repo);
     }
     fill(&api);
-    let run = Run::new(&api, &policy(&registry));
+    let run = Run::new(&api, &policy_text(&registry));
     let (report, out) = run.json(&["--verify", "--concurrency", "3"]).await;
     assert_eq!(
         out.status.code(),
@@ -497,7 +497,7 @@ async fn scope_narrows_to_a_namespace_and_labels() {
     let api = FakeApi::start().await;
     let registry = FakeRegistry::start().await;
     fill(&api);
-    let run = Run::new(&api, &policy(&registry));
+    let run = Run::new(&api, &policy_text(&registry));
     let (report, _) = run.json(&["-n", "a", "-l", "team=zero"]).await;
     // In namespace a (i % 4 == 0), labelled zero (i ends in 0): i = 0, 20 per kind.
     assert_eq!(report["totals"]["workloads"], KINDS.len() * 2);
@@ -513,7 +513,7 @@ async fn markdown_table_and_yaml_outputs_hold_the_same_report() {
     let registry = FakeRegistry::start().await;
     registry.add("library/nginx");
     fill(&api);
-    let run = Run::new(&api, &policy(&registry));
+    let run = Run::new(&api, &policy_text(&registry));
     let md = String::from_utf8(run.audit(&["-o", "markdown", "--verify"]).await.stdout).unwrap();
     // Every table: a header row, a separator row of --- cells, rows with as many cells, each line
     // opening and closing with a pipe (what a Markdown renderer needs to draw it as a table).
@@ -582,7 +582,7 @@ async fn the_policy_can_be_the_webhooks_own_configmap() {
     let api = FakeApi::start().await;
     let registry = FakeRegistry::start().await;
     let expected = fill(&api);
-    let text = policy(&registry);
+    let text = policy_text(&registry);
     api.put_configmap(
         "imw",
         "imw-policy",

@@ -23,7 +23,7 @@ fn policy_for(mirror: &str) -> String {
     format!("mirrors:\n  docker.io:\n    endpoint: [\"https://{mirror}\"]\n")
 }
 
-fn data(text: &str) -> Option<BTreeMap<&str, &str>> {
+fn configmap_data(text: &str) -> Option<BTreeMap<&str, &str>> {
     Some(BTreeMap::from([("policy.yaml", text)]))
 }
 
@@ -61,7 +61,7 @@ impl Drop for Watch {
 async fn start(initial: Option<&str>) -> Watch {
     let api = FakeApi::start().await;
     if let Some(text) = initial {
-        api.put_configmap(NS, NAME, data(text));
+        api.put_configmap(NS, NAME, configmap_data(text));
     }
     let state = Arc::new(AppState::build(StateConfig::new(1 << 20)));
     let target = NamespacedName {
@@ -102,15 +102,18 @@ async fn loads_updates_and_refuses_bad_changes() {
     .await;
 
     w.api
-        .put_configmap(NS, NAME, data(&policy_for("two.example.com")));
+        .put_configmap(NS, NAME, configmap_data(&policy_for("two.example.com")));
     eventually("the update", || {
         current(&w.state).as_deref() == Some("two.example.com/library/nginx")
     })
     .await;
 
     // Refused: the old policy keeps answering, the reason goes to the log, a metric and an Event.
-    w.api
-        .put_configmap(NS, NAME, data("mirrors:\n  docker.io:\n    endpiont: []\n"));
+    w.api.put_configmap(
+        NS,
+        NAME,
+        configmap_data("mirrors:\n  docker.io:\n    endpiont: []\n"),
+    );
     eventually("a PolicyRejected event", || {
         w.api.events().iter().any(|(r, _)| r == "PolicyRejected")
     })
@@ -161,7 +164,7 @@ async fn loads_updates_and_refuses_bad_changes() {
 
     // Back again: loaded.
     w.api
-        .put_configmap(NS, NAME, data(&policy_for("three.example.com")));
+        .put_configmap(NS, NAME, configmap_data(&policy_for("three.example.com")));
     eventually("the recreated policy", || {
         current(&w.state).as_deref() == Some("three.example.com/library/nginx")
     })
@@ -174,7 +177,7 @@ async fn not_ready_until_the_configmap_exists() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(w.state.not_ready(), Some("no policy loaded"));
     w.api
-        .put_configmap(NS, NAME, data(&policy_for("late.example.com")));
+        .put_configmap(NS, NAME, configmap_data(&policy_for("late.example.com")));
     eventually("the late policy", || {
         current(&w.state).as_deref() == Some("late.example.com/library/nginx")
     })
@@ -186,7 +189,7 @@ async fn not_ready_until_the_configmap_exists() {
 async fn events_are_best_effort() {
     let api = FakeApi::start().await;
     api.deny_events(true);
-    api.put_configmap(NS, NAME, data(&policy_for("one.example.com")));
+    api.put_configmap(NS, NAME, configmap_data(&policy_for("one.example.com")));
     let state = Arc::new(AppState::build(StateConfig::new(1 << 20)));
     let target = NamespacedName {
         namespace: NS.into(),
@@ -199,7 +202,7 @@ async fn events_are_best_effort() {
         None,
     ));
     eventually("the policy without Events", || current(&state).is_some()).await;
-    api.put_configmap(NS, NAME, data(&policy_for("two.example.com")));
+    api.put_configmap(NS, NAME, configmap_data(&policy_for("two.example.com")));
     eventually("the update without Events", || {
         current(&state).as_deref() == Some("two.example.com/library/nginx")
     })
@@ -213,7 +216,7 @@ async fn serve_switches_policies_live_without_a_failed_review() {
     use common::TempDir;
     use serde_json::{json, Value};
     let api = FakeApi::start().await;
-    api.put_configmap(NS, NAME, data(&policy_for("one.example.com")));
+    api.put_configmap(NS, NAME, configmap_data(&policy_for("one.example.com")));
     let dir = TempDir::new("configmap-serve");
     let kubeconfig = api.kubeconfig(&dir.0);
     let target = format!("{NS}/{NAME}");
@@ -247,7 +250,7 @@ async fn serve_switches_policies_live_without_a_failed_review() {
         sent += 1;
         match (changed_at, image.as_str()) {
             (None, "one.example.com/library/nginx") if sent == 20 => {
-                api.put_configmap(NS, NAME, data(&policy_for("two.example.com")));
+                api.put_configmap(NS, NAME, configmap_data(&policy_for("two.example.com")));
                 changed_at = Some(Instant::now());
             }
             (_, "one.example.com/library/nginx") => {}

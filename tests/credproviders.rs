@@ -157,7 +157,7 @@ fn providers_policy(providers: &str) -> Policy {
     let text = format!(
         "credentialProviderConfig:\n  apiVersion: kubelet.config.k8s.io/v1\n  kind: CredentialProviderConfig\n  providers:\n{providers}"
     );
-    Policy::load(&text).unwrap().policy
+    common::policy(&text)
 }
 
 fn provider(name: &str, globs: &str, default: &str) -> String {

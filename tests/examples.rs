@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
 
 use image_mirror_webhook::dryrun::{self, Item};
@@ -11,12 +13,7 @@ use image_mirror_webhook::policy::Policy;
 use image_mirror_webhook::yaml;
 use serde_json::Value;
 
-fn data(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use common::data_text as data;
 
 #[test]
 fn every_example_policy_loads_unchanged() {

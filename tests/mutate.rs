@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashSet;
 
 use image_mirror_webhook::dryrun;
@@ -26,7 +28,7 @@ exclude:
 "#;
 
 fn policy() -> Policy {
-    Policy::load(POLICY).unwrap().policy
+    common::policy(POLICY)
 }
 
 /// What a CREATE of `object` gets under `policy`.

@@ -25,7 +25,7 @@ fn policy_with(auth: &str) -> Policy {
     let text = format!(
         "mirrors:\n  docker.io:\n    endpoint: [\"https://{HOST}\"]\nconfigs:\n  \"{HOST}\":\n    {auth}\n"
     );
-    Policy::load(&text).unwrap().policy
+    common::policy(&text)
 }
 
 fn inline() -> Policy {

@@ -75,7 +75,7 @@ fn policy_with(s: &Setup, password: &str, verify: &str) -> Arc<Policy> {
         s.secure.port,
         s.ca.display()
     );
-    Arc::new(Policy::load(&text).unwrap().policy)
+    Arc::new(common::policy(&text))
 }
 
 async fn chosen(p: &Arc<Policy>, image: &str) -> (Option<usize>, Vec<String>) {

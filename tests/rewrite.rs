@@ -3,17 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use image_mirror_webhook::policy::Policy;
 use image_mirror_webhook::rewrite::decide;
 
-const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+use common::policy;
 
-fn policy(text: &str) -> Policy {
-    match Policy::load(text) {
-        Ok(l) => l.policy,
-        Err(r) => panic!("policy rejected: {:#?}", r.diagnostics),
-    }
-}
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// Runs a table of (image, expected result, expected rule) rows against one policy; `None` as the
 /// rule means the image must stay as it is. Every rewritten result is run again and must stay.

@@ -43,7 +43,7 @@ need promtool || apt_install --no-install-recommends prometheus
 # Go builds the real control plane the end-to-end tests run against (tests/cluster/).
 need go || { echo "Go 1.26 or later is needed to build the control plane (tests/cluster/go.mod)" >&2; exit 1; }
 
-python3 tests/chart/lint.py
+python3 -m tests.chart.lint
 # The Dockerfile's dependency layer, replayed without Docker (there is no engine here): its stub
 # files must let Cargo read the manifest, or the image does not build.
 docker_layer=$(mktemp -d)
@@ -56,11 +56,11 @@ cargo clippy --all-targets --locked -- -D warnings
 # The rendered chart, checked against the binary it deploys. Built with the tests, so the
 # dependencies are compiled once with the features the tests unify (not once more for them).
 cargo build --locked --quiet --bins --tests
-python3 tests/chart/render.py "${CARGO_TARGET_DIR:-target}/debug/image-mirror-webhook"
-python3 tests/chart/operations.py "${CARGO_TARGET_DIR:-target}/debug/image-mirror-webhook"
+python3 -m tests.chart.render "${CARGO_TARGET_DIR:-target}/debug/image-mirror-webhook"
+python3 -m tests.chart.operations "${CARGO_TARGET_DIR:-target}/debug/image-mirror-webhook"
 # Library, binary and integration tests (there are no doc tests).
 cargo test --locked --lib --bins --tests
 # End to end against a real control plane: kube-apiserver, kube-controller-manager and etcd built
 # from their Go modules at the release tests/cluster/go.mod pins (once per machine; Go's caches
 # make later builds a relink), started on loopback, stopped afterwards.
-python3 tests/cluster/e2e.py "${CARGO_TARGET_DIR:-target}/debug/image-mirror-webhook"
+python3 -m tests.cluster.e2e "${CARGO_TARGET_DIR:-target}/debug/image-mirror-webhook"

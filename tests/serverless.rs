@@ -16,10 +16,7 @@ const ECI_INSECURE: &str = "k8s.aliyun.com/insecure-registry";
 const KCI_HTTP: &str = "k8s.ksyun.com/kci-http-registry";
 
 fn policy(extra: &str) -> Policy {
-    match Policy::load(&format!("{MIRRORS}{extra}")) {
-        Ok(l) => l.policy,
-        Err(e) => panic!("{e}"),
-    }
+    common::policy(&format!("{MIRRORS}{extra}"))
 }
 
 /// A pod pulling from the plain-HTTP mirror and the insecure registry, with `meta` and `spec` merged in.

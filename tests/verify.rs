@@ -30,10 +30,7 @@ fn policy_text(endpoints: &[String], extra: &str) -> String {
 }
 
 fn policy(endpoints: &[String], extra: &str) -> Arc<Policy> {
-    match Policy::load(&policy_text(endpoints, extra)) {
-        Ok(l) => Arc::new(l.policy),
-        Err(e) => panic!("{e}"),
-    }
+    Arc::new(common::policy(&policy_text(endpoints, extra)))
 }
 
 fn http(r: &FakeRegistry) -> String {

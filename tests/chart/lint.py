@@ -2,12 +2,11 @@
 the default values and each certificate mode and option; and confirms the values schema refuses
 what it must."""
 
-import pathlib
 import sys
 
 import helm_python as helm
 
-CHART = pathlib.Path(__file__).resolve().parents[2] / "charts" / "image-mirror-webhook"
+from tests.chart.helmchart import CHART
 SEVERITY = {0: "unknown", 1: "info", 2: "warning", 3: "error"}
 
 CASES = {

@@ -10,7 +10,7 @@ Prometheus's own tools and the real binary.
 - the dashboard is a valid Grafana model: schema version, unique panel ids, a datasource variable
   used by every panel; every alert has a runbook section in the README.
 
-    python3 tests/chart/operations.py PATH-TO-BINARY
+    python3 -m tests.chart.operations PATH-TO-BINARY
 """
 
 import http.server
@@ -30,80 +30,77 @@ import urllib.request
 
 import yaml
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import render as chart  # noqa: E402  (the same Helm binding and helpers)
+from tests.chart.helmchart import Checks, one, render
+from tests.chart.render import FULL, NAMESPACE, RELEASE
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-JOB = chart.FULL
+JOB = FULL
 
 
-def check(what, ok, got=None):
-    chart.check("operations", what, ok, got)
-
-
+checks = Checks()
 def rendered():
     values = {"metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
                           "dashboard": {"enabled": True}}}
-    docs = chart.render(values)
-    off = chart.render({})
+    docs = render(values, RELEASE, NAMESPACE)
+    off = render({}, RELEASE, NAMESPACE)
     for kind in ("ServiceMonitor", "PrometheusRule"):
-        check(f"no {kind} by default", chart.one(off, kind) is None)
-    check("no dashboard by default", chart.one(off, "ConfigMap", f"{JOB}-dashboard") is None)
+        checks.check(f"no {kind} by default", one(off, kind) is None)
+    checks.check("no dashboard by default", one(off, "ConfigMap", f"{JOB}-dashboard") is None)
     return docs
 
 
 def service_monitor(docs):
-    sm, svc = chart.one(docs, "ServiceMonitor"), chart.one(docs, "Service")
+    sm, svc = one(docs, "ServiceMonitor"), one(docs, "Service")
     if not (sm and svc):
-        return check("a ServiceMonitor and a Service", False)
+        return checks.check("a ServiceMonitor and a Service", False)
     labels = svc["metadata"]["labels"]
-    check("the ServiceMonitor selects the Service",
+    checks.check("the ServiceMonitor selects the Service",
           all(labels.get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items()))
     ports = {p["name"] for p in svc["spec"]["ports"]}
     endpoint = sm["spec"]["endpoints"][0]
-    check("it scrapes the admin port over HTTP", endpoint["port"] in ports and endpoint["scheme"] == "http"
+    checks.check("it scrapes the admin port over HTTP", endpoint["port"] in ports and endpoint["scheme"] == "http"
           and endpoint["path"] == "/metrics", endpoint)
 
 
 def rules(docs, work):
-    rule = chart.one(docs, "PrometheusRule")
+    rule = one(docs, "PrometheusRule")
     if not rule:
-        check("a PrometheusRule", False)
+        checks.check("a PrometheusRule", False)
         return []
     groups = rule["spec"]["groups"]
     (work / "rules.yml").write_text(yaml.safe_dump({"groups": groups}))
     r = subprocess.run(["promtool", "check", "rules", str(work / "rules.yml")], capture_output=True, text=True)
-    check("promtool check rules", r.returncode == 0, r.stdout + r.stderr)
+    checks.check("promtool check rules", r.returncode == 0, r.stdout + r.stderr)
     shutil.copy(ROOT / "tests/chart/alerts.test.yml", work / "alerts.test.yml")
     r = subprocess.run(["promtool", "test", "rules", "alerts.test.yml"], cwd=work, capture_output=True, text=True)
-    check("promtool test rules", r.returncode == 0, r.stdout + r.stderr)
+    checks.check("promtool test rules", r.returncode == 0, r.stdout + r.stderr)
     alerts = [x for g in groups for x in g["rules"] if "alert" in x]
     tested = (ROOT / "tests/chart/alerts.test.yml").read_text()
     readme = (ROOT / "README.md").read_text()
     for a in alerts:
         name = a["alert"]
-        check(f"{name}: summary and description", {"summary", "description"} <= set(a.get("annotations", {})))
-        check(f"{name}: a promtool test", f"alertname: {name}" in tested)
-        check(f"{name}: a runbook section in the README", f"#### {name}" in readme)
+        checks.check(f"{name}: summary and description", {"summary", "description"} <= set(a.get("annotations", {})))
+        checks.check(f"{name}: a promtool test", f"alertname: {name}" in tested)
+        checks.check(f"{name}: a runbook section in the README", f"#### {name}" in readme)
     return [a["expr"] for a in alerts]
 
 
 def dashboard(docs):
-    cm = chart.one(docs, "ConfigMap", f"{JOB}-dashboard")
+    cm = one(docs, "ConfigMap", f"{JOB}-dashboard")
     if not cm:
-        check("a dashboard ConfigMap", False)
+        checks.check("a dashboard ConfigMap", False)
         return []
-    check("labelled for Grafana's sidecar", cm["metadata"]["labels"].get("grafana_dashboard") == "1")
+    checks.check("labelled for Grafana's sidecar", cm["metadata"]["labels"].get("grafana_dashboard") == "1")
     model = json.loads(next(iter(cm["data"].values())))
-    check("a schema version", isinstance(model.get("schemaVersion"), int) and model["schemaVersion"] >= 30)
+    checks.check("a schema version", isinstance(model.get("schemaVersion"), int) and model["schemaVersion"] >= 30)
     ids = [p["id"] for p in model["panels"]]
-    check("unique panel ids", len(ids) == len(set(ids)) and all(isinstance(i, int) for i in ids), ids)
+    checks.check("unique panel ids", len(ids) == len(set(ids)) and all(isinstance(i, int) for i in ids), ids)
     variables = {v["name"]: v for v in model["templating"]["list"]}
-    check("a datasource variable", variables.get("datasource", {}).get("type") == "datasource")
+    checks.check("a datasource variable", variables.get("datasource", {}).get("type") == "datasource")
     exprs = []
     for p in model["panels"]:
-        check(f"panel {p['title']} uses the datasource variable", p["datasource"]["uid"] == "${datasource}")
-        check(f"panel {p['title']} has queries", bool(p["targets"]))
+        checks.check(f"panel {p['title']} uses the datasource variable", p["datasource"]["uid"] == "${datasource}")
+        checks.check(f"panel {p['title']} has queries", bool(p["targets"]))
         exprs += [t["expr"] for t in p["targets"]]
     return exprs
 
@@ -159,9 +156,9 @@ def scrape(binary, work):
                                      headers={"content-type": "application/json"})
         try:
             urllib.request.urlopen(req, context=tls, timeout=10)
-            check("an oversized body is refused", False)
+            checks.check("an oversized body is refused", False)
         except urllib.error.HTTPError as e:
-            check("an oversized body is refused with 413", e.code == 413, e.code)
+            checks.check("an oversized body is refused with 413", e.code == 413, e.code)
         # A good reload, then a bad one (kept out; the good one stays). Written whole, by rename.
         def replace(text):
             (work / "policy.tmp").write_text(text)
@@ -185,12 +182,12 @@ def scrape(binary, work):
         registry.shutdown()
     (work / "metrics.txt").write_text(text)
     r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
-    check("promtool's metric linter passes on a real scrape", r.returncode == 0, r.stdout + r.stderr)
+    checks.check("promtool's metric linter passes on a real scrape", r.returncode == 0, r.stdout + r.stderr)
     for sample, why in [('image_mirror_policy_reloads_total{result="failure"} 1', "a refused reload"),
                         ('image_mirror_policy_reloads_total{result="success"} 2', "two good loads"),
                         ("image_mirror_verify_fallbacks_total", "verify falling back")]:
-        check(f"the scrape shows {why}", sample in text)
-    check("verify fell back", not re.search(r"^image_mirror_verify_fallbacks_total 0$", text, re.M))
+        checks.check(f"the scrape shows {why}", sample in text)
+    checks.check("verify fell back", not re.search(r"^image_mirror_verify_fallbacks_total 0$", text, re.M))
     return text
 
 
@@ -207,19 +204,16 @@ def main(binary):
         text = scrape(binary, work)
         samples = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
         for name in sorted(names_used(exprs)):
-            check(f"{name}, used by an alert or a panel, is in the scrape", name in samples)
+            checks.check(f"{name}, used by an alert or a panel, is in the scrape", name in samples)
         exported = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
         readme = (ROOT / "README.md").read_text()
         section = readme.split("## Metrics", 1)[-1].split("\n## ", 1)[0]
         documented = set(re.findall(r"^\| `(image_mirror_[a-z_]+)`", section, re.M))
-        check("the README's metrics table names what the binary exports", documented == exported,
+        checks.check("the README's metrics table names what the binary exports", documented == exported,
               {"undocumented": sorted(exported - documented), "not exported": sorted(documented - exported)})
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if chart.failures:
-        print("operations: FAILED", *chart.failures, sep="\n  ")
-        sys.exit(1)
-    print("operations: every check as expected")
+    checks.finish("operations", "every check as expected")
 
 
 if __name__ == "__main__":

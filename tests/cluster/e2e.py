@@ -23,12 +23,12 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import helm_python as helm
 import yaml
+
+from tests.chart.helmchart import Checks, render as render_chart
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-CHART = ROOT / "charts" / "image-mirror-webhook"
 BIN = pathlib.Path(os.environ.get("CLUSTER_BIN", ROOT / "target" / "cluster" / "bin"))
 RELEASE, NAMESPACE = "imw", "image-mirror"
 FULL = f"{RELEASE}-image-mirror-webhook"
@@ -44,16 +44,8 @@ POLICY = {
 }
 PASSWORD = "e2e-Pa55"
 
-passed, failures = [], []
-
-
-def check(what, ok, got=None):
-    if ok:
-        passed.append(what)
-        print(f"ok: {what}", flush=True)
-    else:
-        failures.append(f"{what}" + (f" (got {got!r})" if got is not None else ""))
-        print(f"FAILED: {failures[-1]}", flush=True)
+checks = Checks(verbose=True)
+check = checks.check
 
 
 def free_port():
@@ -112,16 +104,7 @@ class Cluster:
 
 
 def render(values):
-    chart = helm.Chart.load(str(CHART))
-    try:
-        out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    finally:
-        chart.close()
-    docs = []
-    for name, text in out.items():
-        if name.endswith(".yaml") and "/tests/" not in name:
-            docs += [d for d in yaml.safe_load_all(text) if d]
-    return docs
+    return render_chart(values, RELEASE, NAMESPACE)
 
 
 class Webhook:
@@ -664,7 +647,7 @@ def main():
         if up.returncode != 0:
             for log in (pathlib.Path(directory) / "logs").glob("*.log"):
                 print(f"--- {log.name}\n{log.read_text()[-3000:]}")
-            failures.append("the control plane did not come up")
+            check("the control plane comes up", False)
         else:
             cluster = Cluster(directory)
             version = cluster.kubectl("version", "-o", "json").stdout
@@ -677,10 +660,10 @@ def main():
             print(f"cluster kept in {directory}")
         else:
             subprocess.run(["bash", str(HERE / "cluster.sh"), "down", directory])
-    print(f"e2e: {len(passed)} passed, {len(failures)} failed")
-    for f in failures:
+    print(f"e2e: {len(checks.passed)} passed, {len(checks.failures)} failed")
+    for f in checks.failures:
         print(f"  {f}")
-    sys.exit(1 if failures else 0)
+    sys.exit(1 if checks.failures else 0)
 
 
 if __name__ == "__main__":

@@ -295,10 +295,25 @@ pub fn client_trusting(cas: &[&str]) -> reqwest::Client {
     b.build().unwrap()
 }
 
+/// A file under tests/data.
 pub fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
         .join(name)
+}
+
+/// The text of a file under tests/data.
+pub fn data_text(name: &str) -> String {
+    let path = data(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The policy a text compiles to; a rejection fails the test with every diagnostic.
+pub fn policy(text: &str) -> image_mirror_webhook::policy::Policy {
+    match image_mirror_webhook::policy::Policy::load(text) {
+        Ok(l) => l.policy,
+        Err(r) => panic!("policy rejected: {:#?}", r.diagnostics),
+    }
 }
 
 /// Decodes a review answer's patch (base64 of the JSON array).

@@ -33,8 +33,44 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ .Values.existingPolicyConfigMap | default (printf "%s-policy" (include "imw.fullname" .)) }}
 {{- end -}}
 
+{{/* certificates.mode, tested here alone: each helper is "true" or empty. */}}
+{{- define "imw.selfManaged" -}}
+{{- if eq .Values.certificates.mode "selfManaged" }}true{{ end -}}
+{{- end -}}
+
+{{- define "imw.certManager" -}}
+{{- if eq .Values.certificates.mode "certManager" }}true{{ end -}}
+{{- end -}}
+
+{{- define "imw.existingSecret" -}}
+{{- if eq .Values.certificates.mode "existingSecret" }}true{{ end -}}
+{{- end -}}
+
+{{/* The ports, named once: the container's two (values `ports`, the node's with hostNetwork)
+and the Service's HTTPS port the API server calls. */}}
+{{- define "imw.webhookPort" -}}
+{{ int .Values.ports.webhook }}
+{{- end -}}
+
+{{- define "imw.adminPort" -}}
+{{ int .Values.ports.admin }}
+{{- end -}}
+
+{{- define "imw.servicePort" -}}
+443
+{{- end -}}
+
+{{/* The ServiceAccount the webhook runs as: the chart's, or one named in serviceAccount.name. */}}
+{{- define "imw.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{ .Values.serviceAccount.name | default (include "imw.fullname" .) }}
+{{- else -}}
+{{ required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end -}}
+{{- end -}}
+
 {{- define "imw.tlsSecret" -}}
-{{- if eq .Values.certificates.mode "existingSecret" -}}
+{{- if include "imw.existingSecret" . -}}
 {{ .Values.certificates.existingSecret.name }}
 {{- else -}}
 {{ include "imw.fullname" . }}-tls
