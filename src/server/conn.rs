@@ -90,9 +90,9 @@ pub async fn accept_loop(
                 continue;
             };
             tokio::spawn(async move {
-                metrics.open_connections.inc();
+                metrics.connections.open.inc();
                 serve_connection(tcp, Protocol::Either, app, limits, stop).await;
-                metrics.open_connections.dec();
+                metrics.connections.open.dec();
                 drop(slot);
             });
             continue;
@@ -105,7 +105,7 @@ pub async fn accept_loop(
             let stream = tokio::select! {
                 done = handshake => done,
                 () = turn.dropped() => {
-                    metrics.connections_refused.inc();
+                    metrics.connections.refused.inc();
                     tracing::debug!("handshake dropped for a newer connection");
                     return;
                 }
@@ -125,11 +125,11 @@ pub async fn accept_loop(
             let Some(slot) = take_slot(&slots, &metrics) else {
                 return;
             };
-            metrics.open_connections.inc();
+            metrics.connections.open.inc();
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
             serve_connection(stream, protocol, app, limits, stop).await;
-            metrics.open_connections.dec();
+            metrics.connections.open.dec();
             drop(slot);
         });
     }
@@ -147,7 +147,7 @@ pub async fn accept_loop(
 fn take_slot(slots: &Arc<Semaphore>, metrics: &Metrics) -> Option<OwnedSemaphorePermit> {
     let slot = slots.clone().try_acquire_owned().ok();
     if slot.is_none() {
-        metrics.connections_refused.inc();
+        metrics.connections.refused.inc();
         tracing::debug!("connection limit reached; connection closed");
     }
     slot

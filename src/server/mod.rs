@@ -273,7 +273,7 @@ async fn start_tls(
         ),
     };
     let key = tls::certified_key(&cert_pem, &key_pem).context("cannot use the TLS certificate")?;
-    Metrics::reload(&state.metrics.tls_reloads, true);
+    Metrics::reload(&state.metrics.tls.reloads, true);
     state.metrics.certificate(source, &cert_pem);
     let resolver = Arc::new(tls::Resolver::new(key));
     let client_ca = match &args.client_ca_file {

@@ -18,7 +18,8 @@ pub async fn answer(state: &AppState, body: &[u8]) -> Vec<u8> {
     let out = answer.body();
     state
         .metrics
-        .review_seconds
+        .reviews
+        .seconds
         .observe(started.elapsed().as_secs_f64());
     log(&answer);
     out
@@ -55,6 +56,7 @@ pub async fn review(state: &AppState, body: &[u8]) -> Answer {
     }
     let m = &state.metrics;
     m.reviews
+        .answered
         .get_or_create(&OutcomeLabel {
             outcome: answer.outcome.label().into(),
         })
@@ -68,12 +70,13 @@ pub async fn review(state: &AppState, body: &[u8]) -> Answer {
             .iter()
             .any(|t| matches!(t.answer, Presence::Present { .. }));
         if !d.tried.is_empty() && !found && fell_back.insert(d.image.as_str()) {
-            m.verify_fallbacks.inc();
+            m.verify.fallbacks.inc();
         }
     }
     for d in answer.mutation.rewrites() {
         if let Some(rule) = &d.decision.rule {
-            m.rewrites
+            m.reviews
+                .rewrites
                 .get_or_create(&RuleLabel { rule: rule.clone() })
                 .inc();
         }
@@ -132,7 +135,7 @@ async fn materialise(
         .collect();
     for (name, result) in names.into_iter().zip(results) {
         let Err(e) = result else { continue };
-        state.metrics.pull_secret_errors.inc();
+        state.metrics.credentials.pull_secret_errors.inc();
         tracing::warn!(uid = %answer.uid, namespace = %ns, secret = %name, error = %e, "cannot make pull secret");
         if state.fail_closed {
             answer.deny(500, format!("cannot make pull secret {name}: {e}"));

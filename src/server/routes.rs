@@ -129,7 +129,7 @@ async fn dry_run_objects(
     let Ok(text) = std::str::from_utf8(&body) else {
         return bad_request("the body is not UTF-8 text".into());
     };
-    state.metrics.dry_runs.inc();
+    state.metrics.reviews.dry_runs.inc();
     match dryrun::read_objects(text) {
         Ok(items) => {
             let verdicts = state
@@ -166,7 +166,7 @@ async fn dry_run_image(State(state): State<Arc<AppState>>, RawQuery(query): RawQ
     if images.is_empty() {
         return bad_request("name an image: /dry-run?image=nginx:1.25".into());
     }
-    state.metrics.dry_runs.inc();
+    state.metrics.reviews.dry_runs.inc();
     let verdicts = state
         .checker
         .verdicts(&policy, &images, state.review_deadline())

@@ -181,15 +181,14 @@ fn on_reload(
         Reload::Loaded { policy, hash } => {
             checker.reset();
             cloud.policy_changed(policy);
-            Metrics::reload(&metrics.policy_reloads, true);
             metrics.policy_loaded(hash);
             if let Some(line) = policy.unused_credentials(managed_pull_secrets) {
                 tracing::warn!("{line}");
             }
         }
-        Reload::Refused => Metrics::reload(&metrics.policy_reloads, false),
+        Reload::Refused => metrics.policy_refused(),
         Reload::SourceFailed => {
-            metrics.policy_watch_errors.inc();
+            metrics.policy.watch_errors.inc();
         }
     })
 }

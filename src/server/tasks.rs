@@ -91,11 +91,11 @@ pub(super) fn watch_tls<T>(
             {
                 Ok(value) => {
                     apply(value);
-                    Metrics::reload(&metrics.tls_reloads, true);
+                    Metrics::reload(&metrics.tls.reloads, true);
                     tracing::info!(what, "reloaded");
                 }
                 Err(e) => {
-                    Metrics::reload(&metrics.tls_reloads, false);
+                    Metrics::reload(&metrics.tls.reloads, false);
                     tracing::error!(what, error = %e, "rejected; keeping the previous one");
                 }
             }
@@ -125,7 +125,7 @@ pub(super) async fn resync_pull_secrets(
             Ok(0) => {}
             Ok(n) => tracing::info!(updated = n, "managed pull secrets brought up to date"),
             Err(e) => {
-                state.metrics.pull_secret_errors.inc();
+                state.metrics.credentials.pull_secret_errors.inc();
                 tracing::warn!(error = %e, "cannot resync managed pull secrets");
             }
         }
@@ -162,17 +162,17 @@ pub(super) async fn keep_certificate(
                     resolver.swap(key);
                     state.metrics.certificate("secret", m.cert.as_bytes());
                     served = m;
-                    Metrics::reload(&state.metrics.tls_reloads, true);
+                    Metrics::reload(&state.metrics.tls.reloads, true);
                     tracing::info!("serving the renewed certificate");
                 }
                 Err(e) => {
-                    Metrics::reload(&state.metrics.tls_reloads, false);
+                    Metrics::reload(&state.metrics.tls.reloads, false);
                     tracing::error!(error = %e, "the certificate Secret holds an unusable pair");
                 }
             },
             Ok(_) => {}
             Err(e) => {
-                Metrics::reload(&state.metrics.tls_reloads, false);
+                Metrics::reload(&state.metrics.tls.reloads, false);
                 tracing::error!(error = %e, "cannot check the certificate Secret; serving the current certificate");
             }
         }

@@ -54,12 +54,12 @@ impl PolicyStore {
         }
     }
 
-    /// The policy in force, if one has loaded.
     /// The largest policy text this store takes (`--max-policy-bytes`).
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
     }
 
+    /// The policy in force, if one has loaded.
     pub fn current(&self) -> Option<Arc<Policy>> {
         self.current.load_full()
     }

@@ -173,7 +173,7 @@ def scrape(binary, work):
             return text
 
         replace(policy.read_text() + "annotateOriginal: false\n")
-        metrics_when('image_mirror_policy_reloads_total{result="success"} 2')
+        good = metrics_when('image_mirror_policy_reloads_total{result="success"} 2')
         replace("mirrors: [not, a, map]\n")
         text = metrics_when('image_mirror_policy_reloads_total{result="failure"} 1')
     finally:
@@ -188,7 +188,46 @@ def scrape(binary, work):
                         ("image_mirror_verify_fallbacks_total", "verify falling back")]:
         checks.check(f"the scrape shows {why}", sample in text)
     checks.check("verify fell back", not re.search(r"^image_mirror_verify_fallbacks_total 0$", text, re.M))
-    return text
+    checks.check("the scrape shows the policy stale", "image_mirror_policy_stale 1" in text)
+    checks.check("and not before the bad edit", "image_mirror_policy_stale 0" in good)
+    return good, text
+
+
+def samples(text):
+    """The image_mirror_* samples of a scrape, histogram buckets aside: {series: value}."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"(image_mirror_[a-z_]+(?:\{[^}]*\})?) (\S+)$", line)
+        if m and "_bucket" not in m.group(1):
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def replay(work, alerts, good, bad):
+    """promtool on what a real server exported: 10 minutes as before the bad edit, then 50 as after
+    it, as one replica scraped by the ServiceMonitor. The stale-policy alert fires and stays; no
+    other alert fires on either."""
+    before, after = samples(good), samples(bad)
+    labels = f'job="{JOB}",instance="replay"'
+    series = [{"series": f'up{{{labels}}}', "values": "1x60"},
+              {"series": f'up{{job="{JOB}",instance="replay-2"}}', "values": "1x60"}]
+    for name in sorted(set(before) | set(after)):
+        metric, _, rest = name.partition("{")
+        full = f"{metric}{{{labels}{',' + rest.rstrip('}') if rest else ''}}}"
+        series.append({"series": full, "values": f"{before.get(name, after.get(name))}x10 {after.get(name, '0')}x50"})
+    quiet = [a for a in alerts if a != "ImageMirrorWebhookPolicyStale"]
+    stale = {"eval_time": "40m", "alertname": "ImageMirrorWebhookPolicyStale",
+             "exp_alerts": [{"exp_labels": {"severity": "warning", "instance": "replay"}, "exp_annotations": {
+                 "summary": "The policy does not load; the last good one is in force",
+                 "description": "replay refused the last policy offered and serves an older one."}}]}
+    tests = [{"interval": "1m", "input_series": series, "alert_rule_test": [
+        *({"eval_time": "8m", "alertname": a, "exp_alerts": []} for a in alerts),
+        stale, *({"eval_time": "40m", "alertname": a, "exp_alerts": []} for a in quiet)]}]
+    (work / "replay.test.yml").write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "evaluation_interval": "1m",
+                                                          "tests": tests}))
+    r = subprocess.run(["promtool", "test", "rules", "replay.test.yml"], cwd=work, capture_output=True, text=True)
+    checks.check("promtool on a real server's series: the stale alert fires after one refused edit, no other",
+                 r.returncode == 0, r.stdout + r.stderr)
 
 
 def names_used(exprs):
@@ -201,11 +240,18 @@ def main(binary):
         docs = rendered()
         service_monitor(docs)
         exprs = rules(docs, work) + dashboard(docs)
-        text = scrape(binary, work)
+        good, text = scrape(binary, work)
+        alerts = [a["alert"] for d in docs if d["kind"] == "PrometheusRule"
+                  for g in d["spec"]["groups"] for a in g["rules"] if "alert" in a]
+        replay(work, alerts, good, text)
         samples = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
         for name in sorted(names_used(exprs)):
             checks.check(f"{name}, used by an alert or a panel, is in the scrape", name in samples)
-        exported = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+        exported = set(re.findall(r"^# TYPE (image_mirror_\S+) ", text, re.M))
+        process = set(re.findall(r"^# TYPE (process_\S+) ", text, re.M))
+        checks.check("the standard process metrics are exported", {
+            "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+            "process_start_time_seconds"} <= process, process)
         readme = (ROOT / "README.md").read_text()
         section = readme.split("## Metrics", 1)[-1].split("\n## ", 1)[0]
         documented = set(re.findall(r"^\| `(image_mirror_[a-z_]+)`", section, re.M))

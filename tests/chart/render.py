@@ -245,6 +245,26 @@ def main(binary):
     checks.check("a named ServiceAccount is made under that name",
                  one(docs, "ServiceAccount", "imw-runner") is not None)
 
+    # Alert rules select the webhook's series as the chosen scrape labels them: the ServiceMonitor's
+    # job, or what the user says pod-annotation scraping gives; never a job no scrape makes.
+    case = "alerts with pod-annotation scraping"
+    try:
+        render({"metrics": {"prometheusRule": {"enabled": True}}})
+        checks.check(f"{case}: refused without a selector", False)
+    except Exception as e:  # noqa: BLE001 (the binding raises its own error type)
+        checks.check(f"{case}: refused without a selector, saying how to give one",
+                     "metrics.prometheusRule.selector" in str(e) and "metrics.serviceMonitor" in str(e), str(e))
+    sel = 'job="kubernetes-pods",namespace="mirror"'
+    docs = render({"metrics": {"prometheusRule": {"enabled": True, "selector": sel}}})
+    exprs = [r["expr"] for g in one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    checks.check(f"{case}: every rule selects by the selector given",
+                 all(sel in e for e in exprs if "image_mirror_" in e or "up{" in e) and not any(FULL in e for e in exprs),
+                 exprs)
+    docs = render({"metrics": {"prometheusRule": {"enabled": True}, "serviceMonitor": {"enabled": True}}})
+    exprs = [r["expr"] for g in one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    checks.check("alerts with a ServiceMonitor: they select its job",
+                 all(f'job="{FULL}"' in e for e in exprs if "image_mirror_" in e), exprs)
+
     # `helm test`: every request has its own time limit, so a NetworkPolicy that drops the test
     # Pod's traffic fails the test in seconds instead of at Helm's timeout.
     case = "helm test"

@@ -92,6 +92,19 @@ and the Service's HTTPS port the API server calls. */}}
 {{- end -}}
 {{- end -}}
 
+{{/* The label matchers of the webhook's series in the alert rules: metrics.prometheusRule.selector,
+else the job the chart's ServiceMonitor gives them. Without either the rules could never match,
+so the chart refuses to render them. */}}
+{{- define "imw.ruleSelector" -}}
+{{- if .Values.metrics.prometheusRule.selector -}}
+{{ .Values.metrics.prometheusRule.selector }}
+{{- else if .Values.metrics.serviceMonitor.enabled -}}
+job="{{ include "imw.fullname" . }}"
+{{- else -}}
+{{- fail "metrics.prometheusRule: the rules must select the webhook's series. Enable metrics.serviceMonitor (its job is the Service's name), or set metrics.prometheusRule.selector to the label matchers your scrape gives them (with pod annotations, e.g. job=\"kubernetes-pods\",namespace=\"<release namespace>\")" -}}
+{{- end -}}
+{{- end -}}
+
 {{/* An alert's labels and annotations: (dict "alert" "rule" "severity" "summary" "description"). */}}
 {{- define "imw.alertMeta" -}}
 labels:
