@@ -62,6 +62,38 @@ fn port(host: &str) -> Option<&str> {
     after_v6.rsplit_once(':').map(|(_, p)| p)
 }
 
+/// The scheme a URL names, if it names one, and the rest.
+fn split_scheme(raw: &str) -> Result<(Option<Scheme>, &str), EndpointError> {
+    let Some((s, rest)) = raw.split_once("://") else {
+        return Ok((None, raw));
+    };
+    match s.to_ascii_lowercase().as_str() {
+        "https" => Ok((Some(Scheme::Https), rest)),
+        "http" => Ok((Some(Scheme::Http), rest)),
+        _ => Err(err(
+            format!("unsupported scheme `{s}`"),
+            Some("use http:// or https://"),
+        )),
+    }
+}
+
+/// The mirror namespace of `/v2/<namespace>`; no path or `/v2` is none. Any other path is an API
+/// root of its own.
+fn namespace_of(path: &str) -> Result<&str, EndpointError> {
+    match path.trim_end_matches('/') {
+        "" | "/v2" => Ok(""),
+        p => match p.strip_prefix("/v2/") {
+            Some(ns) if ns.split('/').all(is_path_component) => Ok(ns),
+            _ => Err(err(
+                format!(
+                    "endpoint path `{path}` is an API root of its own, which no image reference can express"
+                ),
+                Some("use no path, or `/v2/<namespace>` to pull from a namespace of the mirror"),
+            )),
+        },
+    }
+}
+
 pub fn parse(raw: &str) -> Result<Endpoint, EndpointError> {
     if raw.is_empty() {
         return Err(err("empty endpoint", None));
@@ -69,19 +101,7 @@ pub fn parse(raw: &str) -> Result<Endpoint, EndpointError> {
     if raw.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err(err("endpoint contains white space", None));
     }
-    let (scheme, rest) = match raw.split_once("://") {
-        Some((s, rest)) => match s.to_ascii_lowercase().as_str() {
-            "https" => (Some(Scheme::Https), rest),
-            "http" => (Some(Scheme::Http), rest),
-            _ => {
-                return Err(err(
-                    format!("unsupported scheme `{s}`"),
-                    Some("use http:// or https://"),
-                ))
-            }
-        },
-        None => (None, raw),
-    };
+    let (scheme, rest) = split_scheme(raw)?;
     if rest.contains(['?', '#']) {
         return Err(err(
             "an endpoint has no query or fragment",
@@ -116,20 +136,7 @@ pub fn parse(raw: &str) -> Result<Endpoint, EndpointError> {
             Some("name the registry with a dot or a port, e.g. `mirror.local` or `mirror:5000`"),
         ));
     }
-    let namespace = match path.trim_end_matches('/') {
-        "" | "/v2" => "",
-        p => match p.strip_prefix("/v2/") {
-            Some(ns) if ns.split('/').all(is_path_component) => ns,
-            _ => {
-                return Err(err(
-                    format!(
-                        "endpoint path `{path}` is an API root of its own, which no image reference can express"
-                    ),
-                    Some("use no path, or `/v2/<namespace>` to pull from a namespace of the mirror"),
-                ))
-            }
-        },
-    };
+    let namespace = namespace_of(path)?;
     let scheme_text = scheme.as_str();
     let (prefix, url) = if namespace.is_empty() {
         (String::new(), format!("{scheme_text}://{authority}/v2"))

@@ -225,63 +225,59 @@ pub(super) fn read(text: &str) -> (Option<Document>, Diagnostics) {
         return (None, r.diags);
     }
     for (key, value) in r.map(&root, "") {
-        let name = key.as_str().unwrap_or_default();
-        match name {
-            "mirrors" => doc.mirrors = read_mirrors(&mut r, value),
-            "configs" => doc.configs = read_configs(&mut r, value),
-            "private_registries" => doc.private_registries = read_private_registries(&mut r, value),
-            "registryMirrors" => doc.registry_mirrors = read_registry_mirrors(&mut r, value),
-            "defaultRegistry" => doc.default_registry = r.string(value, name),
-            "exclude" => {
-                for (k, v) in r.map(value, name) {
-                    match k.as_str().unwrap_or_default() {
-                        "namespaces" => doc.exclude_namespaces = r.strings(v, "exclude.namespaces"),
-                        "images" => doc.exclude_images = r.strings(v, "exclude.images"),
-                        _ => r.unknown(k, name, &["namespaces", "images"]),
-                    }
-                }
-            }
-            "pullSecrets" => {
-                for (k, v) in r.map(value, name) {
-                    match k.as_str().unwrap_or_default() {
-                        "fromNamespace" => {
-                            doc.pull_secrets_from_namespace = r.bool(v, "pullSecrets.fromNamespace")
-                        }
-                        _ => r.unknown(k, name, &["fromNamespace"]),
-                    }
-                }
-            }
-            "kci" => {
-                doc.kci = read_profile(
-                    &mut r,
-                    value,
-                    "kci",
-                    &["enabled", "hostAliases", "dnsConfig"],
-                )
-            }
-            "eci" => doc.eci = read_profile(&mut r, value, "eci", &["enabled"]),
-            "serverlessProfiles" => {
-                doc.profiles = r
-                    .list(value, name)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| {
-                        read_profile(&mut r, p, &format!("serverlessProfiles[{i}]"), PROFILE_KEYS)
-                    })
-                    .collect()
-            }
-            "verify" => doc.verify = read_verify(&mut r, value),
-            "annotateOriginal" => doc.annotate_original = r.bool(value, name),
-            "warnings" => doc.warnings = r.bool(value, name),
-            "credentialProviderConfig" => {
-                doc.credential_provider_config = Some(read_provider_config(&mut r, value))
-            }
-            _ if RKE_KEYS.contains(&name) => r.ignored(key, "", "RKE cluster.yml"),
-            _ if ANTHOS_KEYS.contains(&name) => r.ignored(key, "", "Anthos cluster configuration"),
-            _ => r.unknown(key, "", TOP_KEYS),
-        }
+        read_key(&mut r, &mut doc, key, value);
     }
     (Some(doc), r.diags)
+}
+
+/// One top-level key into `doc`: a key of K3s, RKE or Anthos it knows, or of this product.
+fn read_key(r: &mut Reader, doc: &mut Document, key: &Node, value: &Node) {
+    let name = key.as_str().unwrap_or_default();
+    match name {
+        "mirrors" => doc.mirrors = read_mirrors(r, value),
+        "configs" => doc.configs = read_configs(r, value),
+        "private_registries" => doc.private_registries = read_private_registries(r, value),
+        "registryMirrors" => doc.registry_mirrors = read_registry_mirrors(r, value),
+        "defaultRegistry" => doc.default_registry = r.string(value, name),
+        "exclude" => {
+            for (k, v) in r.map(value, name) {
+                match k.as_str().unwrap_or_default() {
+                    "namespaces" => doc.exclude_namespaces = r.strings(v, "exclude.namespaces"),
+                    "images" => doc.exclude_images = r.strings(v, "exclude.images"),
+                    _ => r.unknown(k, name, &["namespaces", "images"]),
+                }
+            }
+        }
+        "pullSecrets" => {
+            for (k, v) in r.map(value, name) {
+                match k.as_str().unwrap_or_default() {
+                    "fromNamespace" => {
+                        doc.pull_secrets_from_namespace = r.bool(v, "pullSecrets.fromNamespace")
+                    }
+                    _ => r.unknown(k, name, &["fromNamespace"]),
+                }
+            }
+        }
+        "kci" => doc.kci = read_profile(r, value, "kci", &["enabled", "hostAliases", "dnsConfig"]),
+        "eci" => doc.eci = read_profile(r, value, "eci", &["enabled"]),
+        "serverlessProfiles" => {
+            doc.profiles = r
+                .list(value, name)
+                .iter()
+                .enumerate()
+                .map(|(i, p)| read_profile(r, p, &format!("serverlessProfiles[{i}]"), PROFILE_KEYS))
+                .collect()
+        }
+        "verify" => doc.verify = read_verify(r, value),
+        "annotateOriginal" => doc.annotate_original = r.bool(value, name),
+        "warnings" => doc.warnings = r.bool(value, name),
+        "credentialProviderConfig" => {
+            doc.credential_provider_config = Some(read_provider_config(r, value))
+        }
+        _ if RKE_KEYS.contains(&name) => r.ignored(key, "", "RKE cluster.yml"),
+        _ if ANTHOS_KEYS.contains(&name) => r.ignored(key, "", "Anthos cluster configuration"),
+        _ => r.unknown(key, "", TOP_KEYS),
+    }
 }
 
 fn read_mirrors(r: &mut Reader, node: &Node) -> Vec<MirrorDoc> {

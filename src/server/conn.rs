@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
@@ -53,6 +53,36 @@ pub struct ConnectionLimits {
 pub type TlsConfig = Arc<ArcSwap<rustls::ServerConfig>>;
 
 /// Accepts connections until told to stop, then waits for those open to finish their requests.
+/// The TLS handshake, within `HANDSHAKE_TIMEOUT`, unless a newer connection takes its turn.
+async fn handshake(
+    tls: TlsAcceptor,
+    tcp: TcpStream,
+    turn: Turn,
+    metrics: &Metrics,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp));
+    let stream = tokio::select! {
+        done = handshake => done,
+        () = turn.dropped() => {
+            metrics.connections.refused.inc();
+            tracing::debug!("handshake dropped for a newer connection");
+            return None;
+        }
+    };
+    drop(turn);
+    match stream {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
 pub async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsConfig>,
@@ -101,26 +131,8 @@ pub async fn accept_loop(
         let turn = handshakes.begin();
         let slots = slots.clone();
         tokio::spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp));
-            let stream = tokio::select! {
-                done = handshake => done,
-                () = turn.dropped() => {
-                    metrics.connections.refused.inc();
-                    tracing::debug!("handshake dropped for a newer connection");
-                    return;
-                }
-            };
-            drop(turn);
-            let stream = match stream {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("TLS handshake timed out");
-                    return;
-                }
+            let Some(stream) = handshake(tls, tcp, turn, &metrics).await else {
+                return;
             };
             let Some(slot) = take_slot(&slots, &metrics) else {
                 return;
@@ -376,22 +388,8 @@ where
     }
 }
 
-async fn serve_connection<IO>(
-    io: IO,
-    protocol: Protocol,
-    app: Router,
-    limits: ConnectionLimits,
-    mut stop: watch::Receiver<bool>,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let activity = Arc::new(Activity::new());
-    // HTTP/2 reads pings and settings between requests; only HTTP/1.1 bytes mean a request.
-    let watch_reads = protocol != Protocol::Http2;
-    let io = Watched {
-        io,
-        activity: watch_reads.then(|| activity.clone()),
-    };
+/// hyper's connection settings for `protocol`: buffers and HTTP/2 windows bounded.
+fn http_builder(protocol: Protocol) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -408,11 +406,30 @@ async fn serve_connection<IO>(
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = match protocol {
+    match protocol {
         Protocol::Http1 => builder.http1_only(),
         Protocol::Http2 => builder.http2_only(),
         Protocol::Either => builder,
+    }
+}
+
+async fn serve_connection<IO>(
+    io: IO,
+    protocol: Protocol,
+    app: Router,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    // HTTP/2 reads pings and settings between requests; only HTTP/1.1 bytes mean a request.
+    let watch_reads = protocol != Protocol::Http2;
+    let io = Watched {
+        io,
+        activity: watch_reads.then(|| activity.clone()),
     };
+    let builder = http_builder(protocol);
     let service = Tracked {
         inner: TowerToHyperService::new(app),
         activity: activity.clone(),

@@ -89,21 +89,53 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let mut tasks = tokio::task::JoinSet::new();
-    let pull_secrets = match (args.pull_secrets, &client) {
+    let state = Arc::new(AppState::build(state_config(&args, &client, &mut tasks)));
+    start_policy(&args, &state, client.clone(), &mut tasks).await?;
+    let tls_config = start_tls(&args, &state, client, &mut tasks).await?;
+    if let Some(pull_secrets) = state.pull_secrets.clone() {
+        let (resynced, every) = (state.clone(), args.pull_secret_resync);
+        tasks.spawn(supervised(
+            "pull_secret_resync",
+            state.metrics.clone(),
+            move || resync_pull_secrets(pull_secrets.clone(), resynced.clone(), every),
+        ));
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let servers = listen(&args, &state, tls_config, stop_rx).await?;
+    shutdown_signal().await;
+    tracing::info!(
+        "shutting down: not ready, then closing listeners and finishing reviews in flight"
+    );
+    state.shutting_down.store(true, Ordering::Relaxed);
+    tokio::time::sleep(args.drain_delay).await;
+    stop_tx.send_replace(true);
+    servers.join_all().await;
+    tasks.abort_all();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The state's parts from the flags; with --pull-secrets, the namespaces' Secrets watched in
+/// `tasks`. `POD_NAMESPACE` (the chart's downward API) is read here, at the edge.
+fn state_config(
+    args: &ServeArgs,
+    client: &Option<kube::Client>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> StateConfig {
+    let pull_secrets = match (args.pull_secrets, client) {
         (true, Some(client)) => {
             let (index, watch) = crate::secrets::watch_namespace_secrets(client.clone());
             tasks.spawn(watch);
-            // Where credentialsSecret references are read: the webhook's own namespace.
-            let own_namespace = std::env::var("POD_NAMESPACE").ok();
             Some(state::PullSecretsConfig {
                 client: client.clone(),
                 index,
-                own_namespace,
+                // Where credentialsSecret references are read: the webhook's own namespace.
+                own_namespace: std::env::var("POD_NAMESPACE").ok(),
             })
         }
         _ => None,
     };
-    let state = AppState::build(StateConfig {
+    StateConfig {
         fail_closed: args.fail_closed,
         limits: state::Limits {
             bodies: body::BodyLimits {
@@ -122,64 +154,47 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ecr_max_age: args.ecr_token_max_age,
         },
         pull_secrets,
-    });
-    let state = Arc::new(state);
-    start_policy(&args, &state, client.clone(), &mut tasks).await?;
-    let tls_config = start_tls(&args, &state, client, &mut tasks).await?;
-    if let Some(pull_secrets) = state.pull_secrets.clone() {
-        let (resynced, every) = (state.clone(), args.pull_secret_resync);
-        tasks.spawn(supervised(
-            "pull_secret_resync",
-            state.metrics.clone(),
-            move || resync_pull_secrets(pull_secrets.clone(), resynced.clone(), every),
-        ));
     }
+}
 
+/// Binds the HTTPS listener and the admin one (if asked for) and serves them until `stop`.
+async fn listen(
+    args: &ServeArgs,
+    state: &Arc<AppState>,
+    tls_config: Arc<ArcSwap<rustls::ServerConfig>>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinSet<()>> {
     let limits = conn::ConnectionLimits {
         max_connections: args.max_connections as usize,
         idle_timeout: args.idle_timeout,
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let listen = args.listen_addr();
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bind = |addr: std::net::SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))
+    };
+    let listener = bind(args.listen_addr()).await?;
     tracing::info!(address = %listener.local_addr()?, "webhook listening (HTTPS)");
     let mut servers = tokio::task::JoinSet::new();
+    let webhook = routes::webhook(state.clone());
+    let metrics = state.metrics.clone();
     servers.spawn(conn::accept_loop(
         listener,
         Some(tls_config),
-        routes::webhook(state.clone()),
+        webhook,
         limits,
-        state.metrics.clone(),
-        stop_rx.clone(),
+        metrics,
+        stop.clone(),
     ));
     if let Some(addr) = args.admin_listen {
-        let admin = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let admin = bind(addr).await?;
         tracing::info!(address = %admin.local_addr()?, "admin listening (HTTP)");
+        let (routes, metrics) = (routes::admin(state.clone()), state.metrics.clone());
         servers.spawn(conn::accept_loop(
-            admin,
-            None,
-            routes::admin(state.clone()),
-            limits,
-            state.metrics.clone(),
-            stop_rx,
+            admin, None, routes, limits, metrics, stop,
         ));
     }
-
-    shutdown_signal().await;
-    tracing::info!(
-        "shutting down: not ready, then closing listeners and finishing reviews in flight"
-    );
-    state.shutting_down.store(true, Ordering::Relaxed);
-    tokio::time::sleep(args.drain_delay).await;
-    stop_tx.send_replace(true);
-    while servers.join_next().await.is_some() {}
-    tasks.abort_all();
-    tracing::info!("stopped");
-    Ok(())
+    Ok(servers)
 }
 
 /// Loads the first policy (a file, or the built-in sample) and watches it, or watches the ConfigMap.
@@ -228,33 +243,43 @@ async fn start_policy(
 
 /// The serving certificate (self-managed in a Secret, from files, or a development one) and the
 /// client CA, each with what keeps it current.
+/// With --cert-secret, the certificate kept in that Secret (made if missing), with what keeps it.
+async fn self_managed_certificate(
+    args: &ServeArgs,
+    client: Option<kube::Client>,
+) -> anyhow::Result<
+    Option<(
+        kube::Client,
+        selfmanaged::CertificateSettings,
+        selfmanaged::Material,
+    )>,
+> {
+    let (Some(secret), Some(client)) = (&args.cert_secret, client) else {
+        return Ok(None);
+    };
+    let settings = selfmanaged::CertificateSettings {
+        secret: secret.clone(),
+        dns_names: args.cert_dns_names.clone(),
+        validity: args.cert_validity,
+        renew_before: args.cert_renew_before,
+        webhook_configuration: args.webhook_configuration.clone(),
+    };
+    if settings.renew_before >= settings.validity {
+        anyhow::bail!("--cert-renew-before must be shorter than --cert-validity");
+    }
+    let material = selfmanaged::ensure(&client, &settings, std::time::SystemTime::now())
+        .await
+        .with_context(|| format!("cannot get a serving certificate from Secret {secret}"))?;
+    Ok(Some((client, settings, material)))
+}
+
 async fn start_tls(
     args: &ServeArgs,
     state: &Arc<AppState>,
     client: Option<kube::Client>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<conn::TlsConfig> {
-    let self_managed = match (&args.cert_secret, client) {
-        (Some(secret), Some(client)) => {
-            let settings = selfmanaged::CertificateSettings {
-                secret: secret.clone(),
-                dns_names: args.cert_dns_names.clone(),
-                validity: args.cert_validity,
-                renew_before: args.cert_renew_before,
-                webhook_configuration: args.webhook_configuration.clone(),
-            };
-            if settings.renew_before >= settings.validity {
-                anyhow::bail!("--cert-renew-before must be shorter than --cert-validity");
-            }
-            let material = selfmanaged::ensure(&client, &settings, std::time::SystemTime::now())
-                .await
-                .with_context(|| {
-                    format!("cannot get a serving certificate from Secret {secret}")
-                })?;
-            Some((client, settings, material))
-        }
-        _ => None,
-    };
+    let self_managed = self_managed_certificate(args, client).await?;
     let (source, (cert_pem, key_pem)) = match (&args.tls_cert, &args.tls_key, &self_managed) {
         (Some(c), Some(k), _) => (
             "files",

@@ -35,6 +35,30 @@ const PAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// starts the list again, as client-go's pager does. A page that does not arrive within
 /// `PAGE_TIMEOUT`, a continue token already seen, a page larger than asked for, and more than
 /// `MAX_PAGES` pages are errors: a hostile or broken server cannot keep `audit` going for ever.
+/// One page after `token`, within `PAGE_TIMEOUT`.
+async fn page(
+    api: &Api<DynamicObject>,
+    scope: &Scope,
+    token: Option<&str>,
+    plural: &str,
+) -> Result<kube::Result<kube::core::ObjectList<DynamicObject>>, String> {
+    let mut params = ListParams::default().limit(scope.page_size);
+    if let Some(s) = &scope.selector {
+        params = params.labels(s);
+    }
+    if let Some(t) = token {
+        params = params.continue_token(t);
+    }
+    tokio::time::timeout(PAGE_TIMEOUT, api.list(&params))
+        .await
+        .map_err(|_| {
+            format!(
+                "cannot list {plural}: no page within {} s",
+                PAGE_TIMEOUT.as_secs()
+            )
+        })
+}
+
 pub async fn list_kind(
     client: &Client,
     scope: &Scope,
@@ -58,23 +82,7 @@ pub async fn list_kind(
     let mut token: Option<String> = None;
     let mut seen = std::collections::HashSet::new();
     for _ in 0..MAX_PAGES {
-        let mut params = ListParams::default().limit(scope.page_size);
-        if let Some(s) = &scope.selector {
-            params = params.labels(s);
-        }
-        if let Some(t) = &token {
-            params = params.continue_token(t);
-        }
-        let listed = match tokio::time::timeout(PAGE_TIMEOUT, api.list(&params)).await {
-            Ok(listed) => listed,
-            Err(_) => {
-                return Err(format!(
-                    "cannot list {plural}: no page within {} s",
-                    PAGE_TIMEOUT.as_secs()
-                ))
-            }
-        };
-        match listed {
+        match page(&api, scope, token.as_deref(), plural).await? {
             Ok(page) => {
                 if page.items.len() > scope.page_size as usize {
                     return Err(format!(

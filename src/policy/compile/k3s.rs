@@ -44,6 +44,42 @@ pub(super) fn note_unused_endpoints(r: &mut Diagnostics, doc: &Document, verify:
     }
 }
 
+/// The entry's endpoints, normalised, in order, each once.
+fn endpoints(r: &mut Diagnostics, m: &MirrorDoc, path: &str) -> Vec<MirrorEndpoint> {
+    let mut endpoints = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, raw) in m.endpoints.iter().enumerate() {
+        let at = format!("{path}.endpoint[{i}]");
+        match endpoint::parse(&raw.value) {
+            Ok(ep) if !seen.insert(ep.url.clone()) => r.push(
+                Severity::Note,
+                raw.pos,
+                &at,
+                format!("repeats `{}`; the first occurrence is used", ep.url),
+                None,
+            ),
+            Ok(ep) => {
+                if ep.scheme == Scheme::Http {
+                    // An image reference carries no scheme: the node decides how to reach it.
+                    r.push(
+                        Severity::Warning,
+                        raw.pos,
+                        &at,
+                        format!("plain HTTP: images rewritten to `{}` carry no scheme, and a node's runtime pulls them over HTTPS unless it knows this registry is plain HTTP", ep.host),
+                        Some("configure the nodes too, as a K3s node with this registries.yaml is (containerd hosts.toml, CRI-O registries.conf insecure = true); serverless pods get the runtime's annotation from this policy".into()),
+                    );
+                }
+                endpoints.push(MirrorEndpoint {
+                    endpoint: ep,
+                    rule: at,
+                })
+            }
+            Err(e) => r.push(Severity::Error, raw.pos, &at, e.message, e.hint),
+        }
+    }
+    endpoints
+}
+
 fn mirror(
     r: &mut Diagnostics,
     regexes: &mut Regexes,
@@ -71,37 +107,7 @@ fn mirror(
             Some("use `docker.io` as the key".into()),
         );
     }
-    let mut endpoints = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, raw) in m.endpoints.iter().enumerate() {
-        let at = format!("{path}.endpoint[{i}]");
-        match endpoint::parse(&raw.value) {
-            Ok(ep) if !seen.insert(ep.url.clone()) => r.push(
-                Severity::Note,
-                raw.pos,
-                &at,
-                format!("repeats `{}`; the first occurrence is used", ep.url),
-                None,
-            ),
-            Ok(ep) => {
-                if ep.scheme == Scheme::Http {
-                    // An image reference carries no scheme: the node decides how to reach it.
-                    r.push(
-                        Severity::Warning,
-                        raw.pos,
-                        &at,
-                        format!("plain HTTP: images rewritten to `{}` carry no scheme, and a node's runtime pulls them over HTTPS unless it knows this registry is plain HTTP", ep.host),
-                        Some("configure the nodes too, as a K3s node with this registries.yaml is (containerd hosts.toml, CRI-O registries.conf insecure = true); serverless pods get the runtime's annotation from this policy".into()),
-                    );
-                }
-                endpoints.push(MirrorEndpoint {
-                    endpoint: ep,
-                    rule: format!("mirrors[{key}].endpoint[{i}]"),
-                })
-            }
-            Err(e) => r.push(Severity::Error, raw.pos, &at, e.message, e.hint),
-        }
-    }
+    let endpoints = endpoints(r, m, &path);
     let mut rewrites = Vec::new();
     for (pat, rep) in &m.rewrites {
         let at = format!("{path}.rewrite[{}]", pat.value);
