@@ -1,4 +1,7 @@
 //! A Pod (or a workload's pod template) in, decisions and a minimal JSON patch out. Pure.
+//! `mutate` runs the steps in order: skip, decide each image field, then (on create) annotate
+//! and attach pull secrets. `pod` is the model it reads, `serverless` the profiles, `patch` the
+//! operations.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

@@ -1,8 +1,9 @@
 //! The mirror policy: one YAML document that is a superset of K3s `registries.yaml`, RKE
 //! `private_registries` and Anthos `registryMirrors`, plus this product's own keys.
 //!
-//! `document` reads the YAML into plain data and reports every problem with its place; `compile`
-//! turns that into the `Policy` the request path uses, with all regexes and lookups built once.
+//! `read` reads the YAML into `document`'s plain data and `compile` turns that into the `Policy`
+//! the request path uses, with all regexes and lookups built once; both report every problem with
+//! its place into `diagnostics`.
 
 mod compile;
 mod diagnostics;

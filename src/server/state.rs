@@ -1,4 +1,5 @@
-//! What every handler shares: the policy store, verify, pull secrets, metrics and limits.
+//! What every handler shares: the policy store, verify, pull secrets, metrics and limits, built
+//! once by `AppState::build` from a `StateConfig`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
