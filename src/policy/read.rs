@@ -164,7 +164,9 @@ impl Reader {
 
     fn unknown(&mut self, key: &Node, path: &str, known: &[&str]) {
         let name = key.as_str().unwrap_or_default();
-        let hint = closest(name, known).map(|k| format!("did you mean `{k}`?"));
+        let hint = closest(name, known)
+            .map(|k| format!("did you mean `{k}`?"))
+            .or_else(|| misplaced(name, path));
         let at = join(path, name);
         self.push(
             Severity::Error,
@@ -185,6 +187,43 @@ impl Reader {
             None,
         );
     }
+}
+
+/// Where a key belongs, for keys that sit at one level of the policy: an unknown key found at
+/// another level was most likely indented too little or too much.
+const HOMES: &[(&str, &str)] = &[
+    ("endpoint", "mirrors.<registry>"),
+    ("rewrite", "mirrors.<registry>"),
+    ("auth", "configs.<registry>"),
+    ("tls", "configs.<registry>"),
+    ("credentialsSecret", "configs.<registry>"),
+    ("pullSecret", "configs.<registry>"),
+    ("username", "configs.<registry>.auth"),
+    ("password", "configs.<registry>.auth"),
+    ("identitytoken", "configs.<registry>.auth"),
+    ("ca_file", "configs.<registry>.tls"),
+    ("cert_file", "configs.<registry>.tls"),
+    ("key_file", "configs.<registry>.tls"),
+    ("insecure_skip_verify", "configs.<registry>.tls"),
+    ("url", "private_registries[]"),
+    ("is_default", "private_registries[]"),
+    ("namespaces", "exclude"),
+    ("images", "exclude"),
+    ("fromNamespace", "pullSecrets"),
+    ("pinDigest", "verify"),
+    ("cacheTTL", "verify"),
+    ("negativeCacheTTL", "verify"),
+    ("matchImages", "credentialProviderConfig.providers[]"),
+    ("defaultCacheDuration", "credentialProviderConfig.providers[]"),
+];
+
+/// The hint for a key that is known elsewhere in the policy: where it belongs.
+fn misplaced(name: &str, path: &str) -> Option<String> {
+    let (_, home) = HOMES.iter().find(|(key, _)| *key == name)?;
+    let here = if path.is_empty() { "the top level" } else { path };
+    Some(format!(
+        "`{name}` is a key of {home}, not of {here}: is it indented to the wrong level?"
+    ))
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -280,12 +319,23 @@ fn read_key(r: &mut Reader, doc: &mut Document, key: &Node, value: &Node) {
     }
 }
 
+/// A field of a registry's entry written where a registry goes: indented one level too little.
+fn slipped_field(name: &str, fields: &[&str], map: &str) -> Option<String> {
+    fields.contains(&name).then(|| {
+        format!("`{name}` is a key of each {map} entry: indent it under its registry ({map}.<registry>.{name})")
+    })
+}
+
 fn read_mirrors(r: &mut Reader, node: &Node) -> Vec<MirrorDoc> {
     let mut out = Vec::new();
     for (key, value) in r.map(node, "mirrors") {
         let Some(name) = r.string(key, "mirrors") else {
             continue;
         };
+        if let Some(hint) = slipped_field(&name.value, &["endpoint", "rewrite"], "mirrors") {
+            r.error_hint(key.pos, "mirrors", format!("`{}` is not a registry", name.value), Some(hint));
+            continue;
+        }
         let path = format!("mirrors[{}]", name.value);
         let mut mirror = MirrorDoc {
             key: name,
@@ -319,6 +369,11 @@ fn read_configs(r: &mut Reader, node: &Node) -> Vec<ConfigDoc> {
         let Some(name) = r.string(key, "configs") else {
             continue;
         };
+        let fields = ["auth", "tls", "pullSecret", "credentialsSecret"];
+        if let Some(hint) = slipped_field(&name.value, &fields, "configs") {
+            r.error_hint(key.pos, "configs", format!("`{}` is not a registry", name.value), Some(hint));
+            continue;
+        }
         let path = format!("configs[{}]", name.value);
         let mut config = ConfigDoc {
             key: name,

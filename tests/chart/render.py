@@ -265,6 +265,30 @@ def main(binary):
     checks.check("alerts with a ServiceMonitor: they select its job",
                  all(f'job="{FULL}"' in e for e in exprs if "image_mirror_" in e), exprs)
 
+    # NOTES.txt says what the values chose.
+    case = "NOTES"
+    _, notes = render({}, notes=True)
+    checks.check(f"{case}: an empty policy is named", "The policy is empty" in notes, notes)
+    checks.check(f"{case}: failing open is not called closed", "fails closed" not in notes, notes)
+    _, notes = render({"policy": {"mirrors": {"docker.io": {"endpoint": ["https://m.example.com"]}}},
+                       "webhook": {"failClosed": True}, "pullSecrets": {"enabled": True}}, notes=True)
+    checks.check(f"{case}: a policy given is not called empty", "The policy is empty" not in notes, notes)
+    checks.check(f"{case}: failing closed says Pods are denied", "fails closed (webhook.failClosed)" in notes, notes)
+    checks.check(f"{case}: managed pull secrets are named", "Pull secrets are managed" in notes, notes)
+    _, notes = render({"clientAuth": {"caCert": "LS0tLS1CRUdJTg=="}}, notes=True)
+    checks.check(f"{case}: with client authentication, no dry-run a client cannot make",
+                 "port-forward" not in notes and "Client authentication is on" in notes, notes)
+
+    # `helm show readme`: the chart's README names every top-level value.
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    table = " ".join(re.findall(r"^\| (.*?) \|", readme, re.M))
+    missing = [k for k in values if f"`{k}`" not in table]
+    ours = re.search(r"<<'YAML'\n(.*?)\nYAML\n", readme, re.S)
+    checks.check("chart README: its install gives the values the project README's does (tested above)",
+                 ours and yaml.safe_load(ours.group(1)) == readme_install()[2])
+    checks.check("chart README: its values table names every top-level value", not missing, missing)
+
     # `helm test`: every request has its own time limit, so a NetworkPolicy that drops the test
     # Pod's traffic fails the test in seconds instead of at Helm's timeout.
     case = "helm test"

@@ -5,7 +5,7 @@ use super::Parts;
 use crate::policy::diagnostics::Diagnostics;
 use crate::policy::document::Document;
 use crate::policy::endpoint::{self, Scheme};
-use crate::policy::{Mirror, MirrorEndpoint};
+use crate::policy::{Mirror, MirrorEndpoint, Severity};
 use crate::reference::DOCKER_HUB;
 
 pub(super) fn registry_mirrors(r: &mut Diagnostics, doc: &Document, parts: &mut Parts) {
@@ -40,6 +40,15 @@ pub(super) fn registry_mirrors(r: &mut Diagnostics, doc: &Document, parts: &mut 
             rm.hosts.iter().map(|h| h.value.clone()).collect()
         };
         for host in hosts {
+            if let Some(k3s) = parts.mirrors.get(&host).filter(|m| !m.endpoints.is_empty()) {
+                r.push(
+                    Severity::Note,
+                    rm.endpoint.pos,
+                    &rule,
+                    format!("{host} has a mirrors entry too: its endpoints come first, then this one (mirrors, then registryMirrors in order)"),
+                    (!k3s.rewrites.is_empty()).then(|| format!("mirrors[{host}]'s rewrite rules apply to this endpoint too"))
+                );
+            }
             let entry = parts.mirrors.entry(host.clone()).or_insert_with(|| Mirror {
                 key: host,
                 endpoints: Vec::new(),

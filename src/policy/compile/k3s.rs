@@ -80,6 +80,37 @@ fn endpoints(r: &mut Diagnostics, m: &MirrorDoc, path: &str) -> Vec<MirrorEndpoi
     endpoints
 }
 
+/// A rule that can never apply: one naming the registry (rules see the repository path alone), or
+/// one after a rule that matches every path (the first matching rule wins).
+fn never_matching(
+    r: &mut Diagnostics,
+    key: &str,
+    regex: &regex::bytes::Regex,
+    before: &[Rewrite],
+    pos: crate::yaml::Pos,
+    at: &str,
+) {
+    let pattern = regex.as_str();
+    let names_host = [key.to_owned(), key.replace('.', "\\.")]
+        .iter()
+        .any(|h| pattern.starts_with(&format!("^{h}/")));
+    let message = if key != "*" && names_host {
+        format!("never matches: rules are matched against the repository path without the registry (`library/nginx`, not `{key}/library/nginx`)")
+    } else if let Some(all) = before.iter().find(|w| matches_every_path(&w.regex)) {
+        format!("never applies: the rule `{}` before it matches every repository path, and the first matching rule wins", all.regex.as_str())
+    } else {
+        return;
+    };
+    r.push(Severity::Warning, pos, at, message, None);
+}
+
+/// Whether a regex matches any repository path, judged on a few unlike ones.
+fn matches_every_path(regex: &regex::bytes::Regex) -> bool {
+    ["", "a", "library/nginx", "x9/y_z.w-v/0"]
+        .iter()
+        .all(|p| regex.is_match(p.as_bytes()))
+}
+
 fn mirror(
     r: &mut Diagnostics,
     regexes: &mut Regexes,
@@ -107,14 +138,24 @@ fn mirror(
             Some("use `docker.io` as the key".into()),
         );
     }
+    if key == "*" && !m.endpoints.is_empty() {
+        r.push(
+            Severity::Warning,
+            m.key.pos,
+            &path,
+            "every registry without an entry of its own is rewritten to these endpoints: ECR, localhost and private registries included",
+            Some("name the registries to mirror (`docker.io`, `quay.io`, ...) instead, or leave the others out with exclude.images".into()),
+        );
+    }
     let endpoints = endpoints(r, m, &path);
-    let mut rewrites = Vec::new();
+    let mut rewrites: Vec<Rewrite> = Vec::new();
     for (pat, rep) in &m.rewrites {
         let at = format!("{path}.rewrite[{}]", pat.value);
         let Some(regex) = regexes.build(r, pat, &at) else {
             continue;
         };
         check_replacement(r, &regex, rep, &at);
+        never_matching(r, key, &regex, &rewrites, pat.pos, &at);
         rewrites.push(Rewrite {
             regex,
             replacement: rep.value.clone(),

@@ -64,6 +64,15 @@ fn credentials(
     }
     if reg.user.is_some() || reg.password.is_some() {
         let entry = parts.configs.entry(host.to_owned()).or_default();
+        if entry.credentials.is_some() || entry.credentials_secret.is_some() {
+            r.push(
+                Severity::Note,
+                reg.url.as_ref().map_or(reg.pos, |u| u.pos),
+                path,
+                format!("configs[{host}] has credentials too; they win over this entry's user and password"),
+                None,
+            );
+        }
         if entry.credentials.is_none() {
             entry.credentials = Some(Credentials {
                 username: reg.user.as_ref().map(|u| u.value.clone()),
