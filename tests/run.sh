@@ -39,7 +39,18 @@ need docker-registry || apt_install docker-registry
 need skopeo || apt_install skopeo
 need htpasswd || apt_install apache2-utils
 # promtool checks the chart's alert rules and the metrics a real scrape shows (tests/chart/operations.py).
-need promtool || apt_install --no-install-recommends prometheus
+# Debian ships it only inside the prometheus package, whose installation would also enable and start
+# a Prometheus server: the binary is unpacked from the package instead (a static Go binary), and
+# nothing is installed.
+tools=${XDG_CACHE_HOME:-$HOME/.cache}/image-mirror-webhook/bin
+export PATH="$PATH:$tools"
+if ! need promtool; then
+  [ -n "${apt_updated:-}" ] || { DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >/dev/null; apt_updated=1; }
+  unpack=$(mktemp -d)
+  (cd "$unpack" && apt-get download -qq prometheus </dev/null && dpkg-deb -x prometheus_*.deb root &&
+    install -D -m 0755 root/usr/bin/promtool "$tools/promtool")
+  rm -rf "$unpack"
+fi
 # Go builds the real control plane the end-to-end tests run against (tests/cluster/).
 need go || { echo "Go 1.26 or later is needed to build the control plane (tests/cluster/go.mod)" >&2; exit 1; }
 
