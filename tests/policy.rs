@@ -295,10 +295,34 @@ fn check_warns_where_users_stumble() {
     let text = "mirrors:\n  \"*\":\n    endpoint: [\"https://m.example.com\"]\n  docker.io:\n    endpoint: [\"https://m.example.com\"]\n    rewrite:\n      \"^docker\\\\.io/(.*)\": \"hub/$1\"\n      \"(.*)\": \"hub/$1\"\n      \"^library/(.*)\": \"lib/$1\"\nregistryMirrors:\n  - endpoint: https://a.example.com\n    hosts: [docker.io]\n";
     let (ok, d) = diagnostics(text);
     assert!(ok, "{d:#?}");
-    has(&d, Severity::Warning, 2, 3, "ECR, localhost and private registries included");
-    has(&d, Severity::Warning, 7, 7, "never matches: rules are matched against the repository path without the registry");
-    has(&d, Severity::Warning, 9, 7, "never applies: the rule `(.*)` before it matches every repository path");
-    has(&d, Severity::Note, 11, 15, "docker.io has a mirrors entry too: its endpoints come first");
+    has(
+        &d,
+        Severity::Warning,
+        2,
+        3,
+        "ECR, localhost and private registries included",
+    );
+    has(
+        &d,
+        Severity::Warning,
+        7,
+        7,
+        "never matches: rules are matched against the repository path without the registry",
+    );
+    has(
+        &d,
+        Severity::Warning,
+        9,
+        7,
+        "never applies: the rule `(.*)` before it matches every repository path",
+    );
+    has(
+        &d,
+        Severity::Note,
+        11,
+        15,
+        "docker.io has a mirrors entry too: its endpoints come first",
+    );
     // `(.*)` itself and the rules of a mirror without such a rule are not flagged.
     assert!(!d.iter().any(|x| x.pos.line == 8), "{d:#?}");
 
@@ -307,8 +331,20 @@ fn check_warns_where_users_stumble() {
     has(&d, Severity::Error, 3, 3, "`endpoint` is not a registry (hint: `endpoint` is a key of each mirrors entry: indent it under its registry");
     let (ok, d) = diagnostics("mirrors:\n  docker.io:\n    endpoint: [\"https://m.example.com\"]\nrewrite:\n  \"^a\": b\n");
     assert!(!ok);
-    has(&d, Severity::Error, 4, 1, "is a key of mirrors.<registry>, not of the top level: is it indented to the wrong level?");
+    has(
+        &d,
+        Severity::Error,
+        4,
+        1,
+        "is a key of mirrors.<registry>, not of the top level: is it indented to the wrong level?",
+    );
     let (ok, d) = diagnostics("configs:\n  m.example.com:\n  auth:\n    username: a\n");
     assert!(!ok);
-    has(&d, Severity::Error, 3, 3, "indent it under its registry (configs.<registry>.auth)");
+    has(
+        &d,
+        Severity::Error,
+        3,
+        3,
+        "indent it under its registry (configs.<registry>.auth)",
+    );
 }

@@ -214,13 +214,20 @@ const HOMES: &[(&str, &str)] = &[
     ("cacheTTL", "verify"),
     ("negativeCacheTTL", "verify"),
     ("matchImages", "credentialProviderConfig.providers[]"),
-    ("defaultCacheDuration", "credentialProviderConfig.providers[]"),
+    (
+        "defaultCacheDuration",
+        "credentialProviderConfig.providers[]",
+    ),
 ];
 
 /// The hint for a key that is known elsewhere in the policy: where it belongs.
 fn misplaced(name: &str, path: &str) -> Option<String> {
     let (_, home) = HOMES.iter().find(|(key, _)| *key == name)?;
-    let here = if path.is_empty() { "the top level" } else { path };
+    let here = if path.is_empty() {
+        "the top level"
+    } else {
+        path
+    };
     Some(format!(
         "`{name}` is a key of {home}, not of {here}: is it indented to the wrong level?"
     ))
@@ -333,7 +340,12 @@ fn read_mirrors(r: &mut Reader, node: &Node) -> Vec<MirrorDoc> {
             continue;
         };
         if let Some(hint) = slipped_field(&name.value, &["endpoint", "rewrite"], "mirrors") {
-            r.error_hint(key.pos, "mirrors", format!("`{}` is not a registry", name.value), Some(hint));
+            r.error_hint(
+                key.pos,
+                "mirrors",
+                format!("`{}` is not a registry", name.value),
+                Some(hint),
+            );
             continue;
         }
         let path = format!("mirrors[{}]", name.value);
@@ -371,7 +383,12 @@ fn read_configs(r: &mut Reader, node: &Node) -> Vec<ConfigDoc> {
         };
         let fields = ["auth", "tls", "pullSecret", "credentialsSecret"];
         if let Some(hint) = slipped_field(&name.value, &fields, "configs") {
-            r.error_hint(key.pos, "configs", format!("`{}` is not a registry", name.value), Some(hint));
+            r.error_hint(
+                key.pos,
+                "configs",
+                format!("`{}` is not a registry", name.value),
+                Some(hint),
+            );
             continue;
         }
         let path = format!("configs[{}]", name.value);
