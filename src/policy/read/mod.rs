@@ -1,70 +1,15 @@
 //! Reads the policy YAML into a `Document`, reporting every problem with its line and column.
 
+mod keys;
+mod product;
+
 use super::diagnostics::{closest, Diagnostics};
 use super::document::*;
 use super::Severity;
 use crate::redacted::Redacted;
 use crate::yaml::{self, Kind, Node};
-
-const TOP_KEYS: &[&str] = &[
-    "mirrors",
-    "configs",
-    "private_registries",
-    "registryMirrors",
-    "defaultRegistry",
-    "exclude",
-    "pullSecrets",
-    "kci",
-    "eci",
-    "serverlessProfiles",
-    "verify",
-    "annotateOriginal",
-    "warnings",
-    "credentialProviderConfig",
-];
-
-/// Keys of RKE's `cluster.yml` and Anthos's cluster configuration that mean nothing at admission.
-const RKE_KEYS: &[&str] = &[
-    "nodes",
-    "services",
-    "network",
-    "authentication",
-    "authorization",
-    "addons",
-    "addons_include",
-    "system_images",
-    "ssh_key_path",
-    "ssh_cert_path",
-    "ssh_agent_auth",
-    "ignore_docker_version",
-    "enable_cri_dockerd",
-    "kubernetes_version",
-    "cluster_name",
-    "cloud_provider",
-    "prefix_path",
-    "win_prefix_path",
-    "addon_job_timeout",
-    "bastion_host",
-    "monitoring",
-    "restore",
-    "rotate_encryption_key",
-    "dns",
-    "ingress",
-    "upgrade_strategy",
-    "enable_network_policy",
-    "docker_root_dir",
-];
-const ANTHOS_KEYS: &[&str] = &[
-    "apiVersion",
-    "kind",
-    "metadata",
-    "spec",
-    "gcrKeyPath",
-    "sshPrivateKeyPath",
-    "gkeConnectAgentServiceAccountKeyPath",
-    "gkeConnectRegisterServiceAccountKeyPath",
-    "cloudOperationsServiceAccountKeyPath",
-];
+use keys::{misplaced, slipped_field, ANTHOS_KEYS, PROFILE_KEYS, RKE_KEYS, TOP_KEYS};
+use product::{read_profile, read_provider_config, read_verify};
 
 /// Walks the YAML tree, reporting what does not fit where it stands.
 #[derive(Default)]
@@ -189,50 +134,6 @@ impl Reader {
     }
 }
 
-/// Where a key belongs, for keys that sit at one level of the policy: an unknown key found at
-/// another level was most likely indented too little or too much.
-const HOMES: &[(&str, &str)] = &[
-    ("endpoint", "mirrors.<registry>"),
-    ("rewrite", "mirrors.<registry>"),
-    ("auth", "configs.<registry>"),
-    ("tls", "configs.<registry>"),
-    ("credentialsSecret", "configs.<registry>"),
-    ("pullSecret", "configs.<registry>"),
-    ("username", "configs.<registry>.auth"),
-    ("password", "configs.<registry>.auth"),
-    ("identitytoken", "configs.<registry>.auth"),
-    ("ca_file", "configs.<registry>.tls"),
-    ("cert_file", "configs.<registry>.tls"),
-    ("key_file", "configs.<registry>.tls"),
-    ("insecure_skip_verify", "configs.<registry>.tls"),
-    ("url", "private_registries[]"),
-    ("is_default", "private_registries[]"),
-    ("namespaces", "exclude"),
-    ("images", "exclude"),
-    ("fromNamespace", "pullSecrets"),
-    ("pinDigest", "verify"),
-    ("cacheTTL", "verify"),
-    ("negativeCacheTTL", "verify"),
-    ("matchImages", "credentialProviderConfig.providers[]"),
-    (
-        "defaultCacheDuration",
-        "credentialProviderConfig.providers[]",
-    ),
-];
-
-/// The hint for a key that is known elsewhere in the policy: where it belongs.
-fn misplaced(name: &str, path: &str) -> Option<String> {
-    let (_, home) = HOMES.iter().find(|(key, _)| *key == name)?;
-    let here = if path.is_empty() {
-        "the top level"
-    } else {
-        path
-    };
-    Some(format!(
-        "`{name}` is a key of {home}, not of {here}: is it indented to the wrong level?"
-    ))
-}
-
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
@@ -324,13 +225,6 @@ fn read_key(r: &mut Reader, doc: &mut Document, key: &Node, value: &Node) {
         _ if ANTHOS_KEYS.contains(&name) => r.ignored(key, "", "Anthos cluster configuration"),
         _ => r.unknown(key, "", TOP_KEYS),
     }
-}
-
-/// A field of a registry's entry written where a registry goes: indented one level too little.
-fn slipped_field(name: &str, fields: &[&str], map: &str) -> Option<String> {
-    fields.contains(&name).then(|| {
-        format!("`{name}` is a key of each {map} entry: indent it under its registry ({map}.<registry>.{name})")
-    })
 }
 
 fn read_mirrors(r: &mut Reader, node: &Node) -> Vec<MirrorDoc> {
@@ -522,80 +416,6 @@ fn read_private_registries(r: &mut Reader, node: &Node) -> Vec<PrivateRegistryDo
     out
 }
 
-fn read_provider_config(r: &mut Reader, node: &Node) -> ProviderConfigDoc {
-    const PATH: &str = "credentialProviderConfig";
-    let mut out = ProviderConfigDoc {
-        pos: node.pos,
-        ..ProviderConfigDoc::default()
-    };
-    for (k, v) in r.map(node, PATH) {
-        let f = k.as_str().unwrap_or_default();
-        let at = join(PATH, f);
-        match f {
-            "apiVersion" => out.api_version = r.string(v, &at),
-            "kind" => out.kind = r.string(v, &at),
-            "providers" => {
-                for (i, item) in r.list(v, &at).iter().enumerate() {
-                    out.providers
-                        .push(read_provider(r, item, &format!("{at}[{i}]")));
-                }
-            }
-            _ => r.unknown(k, PATH, &["apiVersion", "kind", "providers"]),
-        }
-    }
-    out
-}
-
-fn read_provider(r: &mut Reader, node: &Node, path: &str) -> ProviderDoc {
-    let mut p = ProviderDoc {
-        pos: node.pos,
-        ..ProviderDoc::default()
-    };
-    for (k, v) in r.map(node, path) {
-        let f = k.as_str().unwrap_or_default();
-        let at = join(path, f);
-        match f {
-            "name" => p.name = r.string(v, &at),
-            "matchImages" => p.match_images = r.strings(v, &at),
-            "defaultCacheDuration" => p.default_cache_duration = r.string(v, &at),
-            "apiVersion" => p.api_version = r.string(v, &at),
-            "args" => p.args = r.strings(v, &at),
-            "env" => {
-                for (i, e) in r.list(v, &at).iter().enumerate() {
-                    let eat = format!("{at}[{i}]");
-                    let (mut name, mut value) = (None, None);
-                    for (ek, ev) in r.map(e, &eat) {
-                        match ek.as_str().unwrap_or_default() {
-                            "name" => name = r.string(ev, &join(&eat, "name")),
-                            "value" => value = r.string(ev, &join(&eat, "value")),
-                            _ => r.unknown(ek, &eat, &["name", "value"]),
-                        }
-                    }
-                    match (name, value) {
-                        (Some(n), Some(v)) => p.env.push((n, v)),
-                        _ => r.error(e.pos, &eat, "an env entry needs a name and a value"),
-                    }
-                }
-            }
-            "tokenAttributes" => p.token_attributes = Some(k.pos),
-            _ => r.unknown(
-                k,
-                path,
-                &[
-                    "name",
-                    "matchImages",
-                    "defaultCacheDuration",
-                    "apiVersion",
-                    "args",
-                    "env",
-                    "tokenAttributes",
-                ],
-            ),
-        }
-    }
-    p
-}
-
 fn read_registry_mirrors(r: &mut Reader, node: &Node) -> Vec<RegistryMirrorDoc> {
     let mut out = Vec::new();
     for (i, item) in r.list(node, "registryMirrors").iter().enumerate() {
@@ -639,134 +459,4 @@ fn read_registry_mirrors(r: &mut Reader, node: &Node) -> Vec<RegistryMirrorDoc> 
         }
     }
     out
-}
-
-const PROFILE_KEYS: &[&str] = &[
-    "name",
-    "enabled",
-    "match",
-    "annotations",
-    "hostAliases",
-    "dnsConfig",
-];
-const MATCH_KEYS: &[&str] = &[
-    "nodeSelector",
-    "nodeSelectorTolerations",
-    "tolerations",
-    "labels",
-];
-const ANNOTATION_KEYS: &[&str] = &[
-    "plainHttp",
-    "insecure",
-    "separator",
-    "hostAliases",
-    "dnsConfig",
-];
-
-/// A serverless profile; `keys` are the ones this place allows (`kci` has no `match`, say).
-fn read_profile(r: &mut Reader, node: &Node, path: &str, keys: &[&str]) -> ProfileDoc {
-    let mut p = ProfileDoc {
-        pos: node.pos,
-        ..ProfileDoc::default()
-    };
-    let pairs = |r: &mut Reader, v: &Node, at: &str| -> Vec<(Spanned<String>, Spanned<String>)> {
-        r.map(v, at)
-            .iter()
-            .filter_map(|(k, v)| {
-                let key = r.string(k, at)?;
-                let value = r.string(v, &format!("{at}.{}", key.value))?;
-                Some((key, value))
-            })
-            .collect()
-    };
-    for (k, v) in r.map(node, path) {
-        let f = k.as_str().unwrap_or_default();
-        let at = format!("{path}.{f}");
-        let json = || {
-            Some(Spanned {
-                value: v.to_json(),
-                pos: v.pos,
-            })
-        };
-        if !keys.contains(&f) {
-            r.unknown(k, path, keys);
-            continue;
-        }
-        match f {
-            "name" => p.name = r.string(v, &at),
-            "enabled" => {
-                // `enabled: true/false` reads naturally too: they mean always and never.
-                p.enabled = match v.as_bool() {
-                    Some(b) => Some(Spanned {
-                        value: if b { "always" } else { "never" }.into(),
-                        pos: v.pos,
-                    }),
-                    None => r.string(v, &at),
-                }
-            }
-            "hostAliases" => p.host_aliases = json(),
-            "dnsConfig" => p.dns_config = json(),
-            "annotations" => {
-                for (key, value) in pairs(r, v, &at) {
-                    if ANNOTATION_KEYS.contains(&key.value.as_str()) {
-                        p.annotations.push((key, value));
-                    } else {
-                        r.error(
-                            key.pos,
-                            &at,
-                            format!(
-                                "unknown key `{}`; use one of {}",
-                                key.value,
-                                ANNOTATION_KEYS.join(", ")
-                            ),
-                        );
-                    }
-                }
-            }
-            "match" => {
-                for (mk, mv) in r.map(v, &at) {
-                    let m = mk.as_str().unwrap_or_default();
-                    let mat = format!("{at}.{m}");
-                    match m {
-                        "nodeSelector" => p.node_selector = pairs(r, mv, &mat),
-                        "labels" => p.labels = pairs(r, mv, &mat),
-                        "tolerations" => p.tolerations = r.strings(mv, &mat),
-                        "nodeSelectorTolerations" => {
-                            p.node_selector_tolerations = r.strings(mv, &mat)
-                        }
-                        _ => r.unknown(mk, &at, MATCH_KEYS),
-                    }
-                }
-            }
-            _ => r.unknown(k, path, keys),
-        }
-    }
-    p
-}
-
-fn read_verify(r: &mut Reader, node: &Node) -> VerifyDoc {
-    let mut verify = VerifyDoc::default();
-    for (k, v) in r.map(node, "verify") {
-        let f = k.as_str().unwrap_or_default();
-        let at = format!("verify.{f}");
-        match f {
-            "enabled" => verify.enabled = r.bool(v, &at),
-            "timeout" => verify.timeout = r.string(v, &at),
-            "cacheTTL" => verify.cache_ttl = r.string(v, &at),
-            "negativeCacheTTL" => verify.negative_cache_ttl = r.string(v, &at),
-            "pinDigest" => verify.pin_digest = r.bool(v, &at),
-            _ => r.unknown(
-                k,
-                "verify",
-                &[
-                    "enabled",
-                    "timeout",
-                    "cacheTTL",
-                    "negativeCacheTTL",
-                    "pinDigest",
-                ],
-            ),
-        }
-    }
-    verify
 }
