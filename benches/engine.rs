@@ -5,10 +5,10 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use image_mirror_webhook::dryrun;
-use image_mirror_webhook::mutate::Operation;
+use image_mirror_webhook::mutate::{Extras, Operation};
 use image_mirror_webhook::policy::Policy;
 use image_mirror_webhook::reference::Reference;
+use image_mirror_webhook::{admission, dryrun};
 
 /// Half the rules are mirror entries for other registries, half are rewrite rules under Docker Hub
 /// (all scanned for the Pod's Docker Hub image), plus exclusion regexes.
@@ -80,6 +80,19 @@ fn bench(c: &mut Criterion) {
     }
     c.bench_function("template/deserialize", |b| {
         b.iter(|| image_mirror_webhook::mutate::PodTemplate::deserialize_from(black_box(&pod)))
+    });
+    // A whole review as `serve` answers it: the AdmissionReview read, the Pod decided, the answer
+    // (with its base64 patch) written.
+    let body = std::fs::read("tests/data/reviews/create.json").unwrap();
+    let text = std::fs::read_to_string("tests/data/reviews/policy.yaml").unwrap();
+    let reviewed = Policy::load(&text).unwrap().policy;
+    c.bench_function("review/answer", |b| {
+        b.iter(|| match admission::read(black_box(&body), false) {
+            admission::Read::Pod(pod) => {
+                pod.decide(Some(&reviewed), false, Extras::default()).body()
+            }
+            admission::Read::Answered(answer) => answer.body(),
+        })
     });
     c.bench_function("reference/parse", |b| {
         b.iter(|| Reference::parse(black_box("registry.example.com:5000/team/app:1.0")))
