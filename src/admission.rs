@@ -67,6 +67,9 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every label `label` gives, for metrics that start at 0.
+    pub const LABELS: [&'static str; 4] = ["mutated", "unchanged", "skipped", "failed"];
+
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Mutated => "mutated",
@@ -495,4 +498,21 @@ fn fail(mut answer: Answer, why: String, fail_closed: bool) -> Answer {
         answer.outcome = Outcome::Failed(why);
     }
     answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_label_is_listed_for_the_metrics() {
+        let all = [
+            Outcome::Mutated,
+            Outcome::Unchanged,
+            Outcome::Skipped(String::new()),
+            Outcome::Failed(String::new()),
+        ];
+        let labels: Vec<&str> = all.iter().map(Outcome::label).collect();
+        assert_eq!(labels, Outcome::LABELS);
+    }
 }

@@ -50,6 +50,9 @@ impl Presence {
         Presence::absent(Absence::Error, reason)
     }
 
+    /// Every label `label` gives, for metrics that start at 0.
+    pub const LABELS: [&'static str; 4] = ["present", "absent", "timeout", "error"];
+
     pub fn label(&self) -> &'static str {
         match self {
             Presence::Present { .. } => "present",
@@ -98,5 +101,22 @@ impl Verdict {
             answer,
         });
         present
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_presence_label_is_listed_for_the_metrics() {
+        let all = [
+            Presence::Present { digest: None },
+            Presence::absent(Absence::NotFound, "x"),
+            Presence::absent(Absence::TimedOut, "x"),
+            Presence::absent(Absence::Error, "x"),
+        ];
+        let labels: Vec<&str> = all.iter().map(Presence::label).collect();
+        assert_eq!(labels, Presence::LABELS);
     }
 }

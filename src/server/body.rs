@@ -86,8 +86,8 @@ impl Bodies {
         }
     }
 
-    fn refuse(&self, status: StatusCode, reason: &str, message: String) -> Response {
-        self.metrics.refused(reason);
+    fn refuse(&self, status: StatusCode, reason: Reason, message: String) -> Response {
+        self.metrics.refused(reason.label());
         let mut response = (status, Json(json!({ "error": message }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
@@ -100,7 +100,7 @@ impl Bodies {
     fn too_large(&self) -> Response {
         self.refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            Reason::TooLarge,
             format!(
                 "the body is over {} bytes (--max-body-bytes)",
                 self.limits.max_body
@@ -111,13 +111,33 @@ impl Bodies {
     fn busy(&self, budget: &str) -> Response {
         self.refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
+            Reason::Busy,
             format!("too many requests in memory at once ({budget}); retry"),
         )
     }
 
     fn timed_out(&self, message: String) -> Response {
-        self.refuse(StatusCode::REQUEST_TIMEOUT, "body_timeout", message)
+        self.refuse(StatusCode::REQUEST_TIMEOUT, Reason::BodyTimeout, message)
+    }
+}
+
+/// Why a request is refused before it is read, as `requests_refused_total` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    TooLarge,
+    BodyTimeout,
+    Busy,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 3] = [Reason::TooLarge, Reason::BodyTimeout, Reason::Busy];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::TooLarge => "too_large",
+            Reason::BodyTimeout => "body_timeout",
+            Reason::Busy => "busy",
+        }
     }
 }
 

@@ -110,14 +110,8 @@ pub struct CredentialMetrics {
     pub pull_secret_errors: Counter,
 }
 
-/// Outcomes of a review (`admission::Outcome::label`).
-const OUTCOMES: [&str; 4] = ["mutated", "unchanged", "skipped", "failed"];
 /// Results of a reload or a fetch.
 const RESULTS: [&str; 2] = ["success", "failure"];
-/// Results of a manifest check (`verdict::Presence::label`).
-const CHECK_RESULTS: [&str; 4] = ["present", "absent", "timeout", "error"];
-/// Why a request is refused before it is read (`body::Bodies`).
-pub const REFUSALS: [&str; 3] = ["too_large", "body_timeout", "busy"];
 
 fn counter(r: &mut Registry, name: &str, help: &str) -> Counter {
     let c = Counter::default();
@@ -155,16 +149,16 @@ fn results(values: &[&str]) -> Vec<ResultLabel> {
 
 impl Reviews {
     fn register(r: &mut Registry) -> Self {
-        let outcomes: Vec<OutcomeLabel> = OUTCOMES
+        let outcomes: Vec<OutcomeLabel> = crate::admission::Outcome::LABELS
             .iter()
             .map(|o| OutcomeLabel {
                 outcome: (*o).into(),
             })
             .collect();
-        let reasons: Vec<ReasonLabel> = REFUSALS
+        let reasons: Vec<ReasonLabel> = super::body::Reason::ALL
             .iter()
             .map(|r| ReasonLabel {
-                reason: (*r).into(),
+                reason: r.label().into(),
             })
             .collect();
         // 50 µs to about 52 s: past the API server's 30 s, so the latency alert can see a review
@@ -244,7 +238,7 @@ impl VerifyMetrics {
             seconds.clone(),
         );
         VerifyMetrics {
-            checks: counters(r, "verify_checks", "Manifest checks against mirror endpoints, by result (present, absent, timeout, error); cached answers are not counted", &results(&CHECK_RESULTS)),
+            checks: counters(r, "verify_checks", "Manifest checks against mirror endpoints, by result (present, absent, timeout, error); cached answers are not counted", &results(&crate::verdict::Presence::LABELS)),
             seconds,
             fallbacks: counter(r, "verify_fallbacks", "Images that verify found on no mirror endpoint, so their original reference stayed"),
         }
