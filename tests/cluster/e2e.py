@@ -5,7 +5,7 @@ runs as a local process with the Deployment's own arguments, as the chart's Serv
 from the TokenRequest API); its clientConfig points at https://localhost:PORT/mutate, since a
 Service needs a kube-proxy.
 
-    python3 tests/cluster/e2e.py PATH-TO-BINARY
+    python3 -m tests.cluster.e2e PATH-TO-BINARY   (from the repository root)
 """
 
 import base64
