@@ -338,6 +338,15 @@ fn check_warns_where_users_stumble() {
         1,
         "is a key of mirrors.<registry>, not of the top level: is it indented to the wrong level?",
     );
+    let (ok, d) = diagnostics("identity_token: x\n");
+    assert!(!ok);
+    has(
+        &d,
+        Severity::Error,
+        1,
+        1,
+        "is a key of configs.<registry>.auth, not of the top level",
+    );
     let (ok, d) = diagnostics("configs:\n  m.example.com:\n  auth:\n    username: a\n");
     assert!(!ok);
     has(

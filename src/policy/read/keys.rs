@@ -82,40 +82,35 @@ pub(super) const ANNOTATION_KEYS: &[&str] = &[
     "dnsConfig",
 ];
 
-/// Where a key belongs, for keys that sit at one level of the policy: an unknown key found at
-/// another level was most likely indented too little or too much.
-const HOMES: &[(&str, &str)] = &[
-    ("endpoint", "mirrors.<registry>"),
-    ("rewrite", "mirrors.<registry>"),
-    ("auth", "configs.<registry>"),
-    ("tls", "configs.<registry>"),
-    ("credentialsSecret", "configs.<registry>"),
-    ("pullSecret", "configs.<registry>"),
-    ("username", "configs.<registry>.auth"),
-    ("password", "configs.<registry>.auth"),
-    ("identitytoken", "configs.<registry>.auth"),
-    ("ca_file", "configs.<registry>.tls"),
-    ("cert_file", "configs.<registry>.tls"),
-    ("key_file", "configs.<registry>.tls"),
-    ("insecure_skip_verify", "configs.<registry>.tls"),
-    ("url", "private_registries[]"),
-    ("is_default", "private_registries[]"),
-    ("namespaces", "exclude"),
-    ("images", "exclude"),
-    ("fromNamespace", "pullSecrets"),
-    ("pinDigest", "verify"),
-    ("cacheTTL", "verify"),
-    ("negativeCacheTTL", "verify"),
-    ("matchImages", "credentialProviderConfig.providers[]"),
+pub(super) const MIRROR_KEYS: &[&str] = &["endpoint", "rewrite"];
+pub(super) const CONFIG_KEYS: &[&str] = &["auth", "tls", "pullSecret", "credentialsSecret"];
+pub(super) const AUTH_KEYS: &[&str] = &["username", "password", "auth", "identity_token"];
+pub(super) const TLS_KEYS: &[&str] = &["ca_file", "cert_file", "key_file", "insecure_skip_verify"];
+pub(super) const EXCLUDE_KEYS: &[&str] = &["namespaces", "images"];
+pub(super) const PULL_SECRETS_KEYS: &[&str] = &["fromNamespace"];
+
+/// Where keys belong, for keys that sit at one level of the policy: an unknown key found at
+/// another level was most likely indented too little or too much. The first home that lists a
+/// key is its home (`auth` is a configs entry's before it is a key of its `auth`). Keys shared by
+/// several levels (`name`, `enabled`, `timeout`) are left out.
+const HOMES: &[(&[&str], &str)] = &[
+    (MIRROR_KEYS, "mirrors.<registry>"),
+    (CONFIG_KEYS, "configs.<registry>"),
+    (AUTH_KEYS, "configs.<registry>.auth"),
+    (TLS_KEYS, "configs.<registry>.tls"),
+    (&["url", "is_default"], "private_registries[]"),
+    (EXCLUDE_KEYS, "exclude"),
+    (PULL_SECRETS_KEYS, "pullSecrets"),
+    (&["pinDigest", "cacheTTL", "negativeCacheTTL"], "verify"),
     (
-        "defaultCacheDuration",
+        &["matchImages", "defaultCacheDuration"],
         "credentialProviderConfig.providers[]",
     ),
 ];
 
 /// The hint for a key that is known elsewhere in the policy: where it belongs.
 pub(super) fn misplaced(name: &str, path: &str) -> Option<String> {
-    let (_, home) = HOMES.iter().find(|(key, _)| *key == name)?;
+    let (_, home) = HOMES.iter().find(|(keys, _)| keys.contains(&name))?;
     let here = if path.is_empty() {
         "the top level"
     } else {

@@ -8,7 +8,10 @@ use super::document::*;
 use super::Severity;
 use crate::redacted::Redacted;
 use crate::yaml::{self, Kind, Node};
-use keys::{misplaced, slipped_field, ANTHOS_KEYS, PROFILE_KEYS, RKE_KEYS, TOP_KEYS};
+use keys::{
+    misplaced, slipped_field, ANTHOS_KEYS, AUTH_KEYS, CONFIG_KEYS, EXCLUDE_KEYS, MIRROR_KEYS,
+    PROFILE_KEYS, PULL_SECRETS_KEYS, RKE_KEYS, TLS_KEYS, TOP_KEYS,
+};
 use product::{read_profile, read_provider_config, read_verify};
 
 /// Walks the YAML tree, reporting what does not fit where it stands.
@@ -122,6 +125,16 @@ impl Reader {
         );
     }
 
+    /// Reports a registry map's key that is one of its entries' `fields`, indented too little.
+    fn slipped(&mut self, key: &Node, name: &str, fields: &[&str], map: &str) -> bool {
+        let Some(hint) = slipped_field(name, fields, map) else {
+            return false;
+        };
+        let message = format!("`{name}` is not a registry");
+        self.error_hint(key.pos, map, message, Some(hint));
+        true
+    }
+
     fn ignored(&mut self, key: &Node, path: &str, what: &str) {
         let name = key.as_str().unwrap_or_default();
         self.push(
@@ -191,7 +204,7 @@ fn read_key(r: &mut Reader, doc: &mut Document, key: &Node, value: &Node) {
                 match k.as_str().unwrap_or_default() {
                     "namespaces" => doc.exclude_namespaces = r.strings(v, "exclude.namespaces"),
                     "images" => doc.exclude_images = r.strings(v, "exclude.images"),
-                    _ => r.unknown(k, name, &["namespaces", "images"]),
+                    _ => r.unknown(k, name, EXCLUDE_KEYS),
                 }
             }
         }
@@ -201,7 +214,7 @@ fn read_key(r: &mut Reader, doc: &mut Document, key: &Node, value: &Node) {
                     "fromNamespace" => {
                         doc.pull_secrets_from_namespace = r.bool(v, "pullSecrets.fromNamespace")
                     }
-                    _ => r.unknown(k, name, &["fromNamespace"]),
+                    _ => r.unknown(k, name, PULL_SECRETS_KEYS),
                 }
             }
         }
@@ -233,13 +246,7 @@ fn read_mirrors(r: &mut Reader, node: &Node) -> Vec<MirrorDoc> {
         let Some(name) = r.string(key, "mirrors") else {
             continue;
         };
-        if let Some(hint) = slipped_field(&name.value, &["endpoint", "rewrite"], "mirrors") {
-            r.error_hint(
-                key.pos,
-                "mirrors",
-                format!("`{}` is not a registry", name.value),
-                Some(hint),
-            );
+        if r.slipped(key, &name.value, MIRROR_KEYS, "mirrors") {
             continue;
         }
         let path = format!("mirrors[{}]", name.value);
@@ -261,7 +268,7 @@ fn read_mirrors(r: &mut Reader, node: &Node) -> Vec<MirrorDoc> {
                         mirror.rewrites.push((p, rep));
                     }
                 }
-                _ => r.unknown(k, &path, &["endpoint", "rewrite"]),
+                _ => r.unknown(k, &path, MIRROR_KEYS),
             }
         }
         out.push(mirror);
@@ -275,14 +282,7 @@ fn read_configs(r: &mut Reader, node: &Node) -> Vec<ConfigDoc> {
         let Some(name) = r.string(key, "configs") else {
             continue;
         };
-        let fields = ["auth", "tls", "pullSecret", "credentialsSecret"];
-        if let Some(hint) = slipped_field(&name.value, &fields, "configs") {
-            r.error_hint(
-                key.pos,
-                "configs",
-                format!("`{}` is not a registry", name.value),
-                Some(hint),
-            );
+        if r.slipped(key, &name.value, CONFIG_KEYS, "configs") {
             continue;
         }
         let path = format!("configs[{}]", name.value);
@@ -307,11 +307,7 @@ fn read_configs(r: &mut Reader, node: &Node) -> Vec<ConfigDoc> {
                             "password" => auth.password = r.secret(av, &fat),
                             "auth" => auth.auth = r.secret(av, &fat),
                             "identity_token" => auth.identity_token = r.secret(av, &fat),
-                            _ => r.unknown(
-                                ak,
-                                &at,
-                                &["username", "password", "auth", "identity_token"],
-                            ),
+                            _ => r.unknown(ak, &at, AUTH_KEYS),
                         }
                     }
                     config.auth = Some(auth);
@@ -327,21 +323,13 @@ fn read_configs(r: &mut Reader, node: &Node) -> Vec<ConfigDoc> {
                             "insecure_skip_verify" => {
                                 config.tls.insecure_skip_verify = r.bool(tv, &fat).unwrap_or(false)
                             }
-                            _ => r.unknown(
-                                tk,
-                                &at,
-                                &["ca_file", "cert_file", "key_file", "insecure_skip_verify"],
-                            ),
+                            _ => r.unknown(tk, &at, TLS_KEYS),
                         }
                     }
                 }
                 "pullSecret" => config.pull_secret = r.string(v, &at),
                 "credentialsSecret" => config.credentials_secret = r.string(v, &at),
-                _ => r.unknown(
-                    k,
-                    &path,
-                    &["auth", "tls", "pullSecret", "credentialsSecret"],
-                ),
+                _ => r.unknown(k, &path, CONFIG_KEYS),
             }
         }
         out.push(config);
