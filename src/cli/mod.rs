@@ -122,10 +122,16 @@ pub(crate) fn read_text(path: &Path, max: usize) -> anyhow::Result<String> {
 }
 
 /// The policy text `source` names (else the file `positional`), with its name for messages.
-fn policy_text(
+/// `client` gives the Kubernetes client, asked for only when the policy is a ConfigMap.
+pub(crate) async fn policy_text<F, Fut>(
     source: &PolicySource,
     positional: Option<&Path>,
-) -> anyhow::Result<(String, String)> {
+    client: F,
+) -> anyhow::Result<(String, String)>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<kube::Client>>,
+{
     let max = crate::policy::MAX_POLICY_BYTES;
     match (
         source.policy_file.as_deref(),
@@ -136,24 +142,32 @@ fn policy_text(
             Ok((read_text(path, max)?, path.display().to_string()))
         }
         (None, Some(cm), _) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let text = runtime.block_on(async {
-                let client = kube::Client::try_default().await.map_err(|_| {
-                    anyhow::anyhow!("--policy-configmap needs a Kubernetes configuration: set KUBECONFIG, write ~/.kube/config, or run in a Pod with a ServiceAccount")
-                })?;
-                crate::source::configmap::read(&client, cm).await
-            })?;
+            let text = crate::source::configmap::read(&client().await?, cm).await?;
             Ok((text, format!("ConfigMap {cm}")))
         }
         (None, None, None) => anyhow::bail!("no policy named"),
     }
 }
 
+/// `policy_text` for the commands that run no runtime of their own (check, dry-run), with the
+/// client KUBECONFIG or the in-cluster configuration gives.
+fn policy_text_now(
+    source: &PolicySource,
+    positional: Option<&Path>,
+) -> anyhow::Result<(String, String)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(policy_text(source, positional, || async {
+        kube::Client::try_default().await.map_err(|_| {
+            anyhow::anyhow!("--policy-configmap needs a Kubernetes configuration: set KUBECONFIG, write ~/.kube/config, or run in a Pod with a ServiceAccount")
+        })
+    }))
+}
+
 /// Loads a policy, printing its diagnostics to standard error when it is rejected.
 fn load_policy(source: &PolicySource, positional: Option<&Path>) -> anyhow::Result<Loaded> {
-    let (text, name) = policy_text(source, positional)?;
+    let (text, name) = policy_text_now(source, positional)?;
     Policy::load(&text).map_err(|rejected| {
         for d in &rejected.diagnostics {
             if d.severity == Severity::Error {
@@ -268,7 +282,7 @@ fn print_report(report: &DryRunReport, format: Format) -> anyhow::Result<()> {
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let (text, name) = policy_text(&args.source, args.policy.as_deref())?;
+    let (text, name) = policy_text_now(&args.source, args.policy.as_deref())?;
     let (diagnostics, policy) = match Policy::load(&text) {
         Ok(l) => (l.diagnostics, Some(l.policy)),
         Err(r) => (r.diagnostics, None),

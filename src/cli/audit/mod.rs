@@ -169,17 +169,8 @@ async fn audit(args: &AuditArgs) -> anyhow::Result<AuditReport> {
 
 /// The policy from its file or its ConfigMap, and how to name it in the report.
 async fn policy(args: &AuditArgs, client: &kube::Client) -> anyhow::Result<(Policy, String)> {
-    let (text, from) = match (&args.policy.policy_file, &args.policy.policy_configmap) {
-        (Some(path), _) => (
-            super::read_text(path, crate::policy::MAX_POLICY_BYTES)?,
-            path.display().to_string(),
-        ),
-        (None, Some(cm)) => (
-            crate::source::configmap::read(client, cm).await?,
-            format!("ConfigMap {cm}"),
-        ),
-        (None, None) => anyhow::bail!("no policy named"),
-    };
+    let (text, from) =
+        super::policy_text(&args.policy, None, || async { Ok(client.clone()) }).await?;
     let loaded = Policy::load(&text)
         .map_err(|rejected| anyhow::anyhow!("{from} is not a valid policy: {rejected}"))?;
     let hash = crate::source::store::text_hash(&text);
