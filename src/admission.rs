@@ -64,11 +64,13 @@ pub enum Outcome {
     Skipped(String),
     /// The review could not be handled; answered by the failure policy.
     Failed(String),
+    /// Refused on purpose: an image no node could pull.
+    Refused(String),
 }
 
 impl Outcome {
     /// Every label `label` gives, for metrics that start at 0.
-    pub const LABELS: [&'static str; 4] = ["mutated", "unchanged", "skipped", "failed"];
+    pub const LABELS: [&'static str; 5] = ["mutated", "unchanged", "skipped", "failed", "refused"];
 
     pub fn label(&self) -> &'static str {
         match self {
@@ -76,6 +78,7 @@ impl Outcome {
             Outcome::Unchanged => "unchanged",
             Outcome::Skipped(_) => "skipped",
             Outcome::Failed(_) => "failed",
+            Outcome::Refused(_) => "refused",
         }
     }
 }
@@ -222,6 +225,15 @@ impl PodReview {
         };
         answer.namespace = namespace.clone();
         let mutation = mutate::mutate(policy, &pod, &[], &namespace, &op, extras);
+        if !mutation.refusals.is_empty() {
+            let why = mutation.refusals.join("; ");
+            answer.response = Response::deny(&answer.uid, 403, why.clone());
+            answer.response.warnings = mutation.warnings.clone();
+            answer.outcome = Outcome::Refused(why);
+            answer.mutation = mutation;
+            answer.mutation.patch.0.clear();
+            return answer;
+        }
         answer.response = Response::mutated(&answer.uid, &mutation);
         answer.outcome = if mutation.is_empty() {
             Outcome::Unchanged

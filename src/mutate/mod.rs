@@ -99,6 +99,10 @@ pub struct Mutation {
     /// Annotations this mutation sets, with their new values.
     pub annotations: BTreeMap<String, String>,
     pub warnings: Vec<String>,
+    /// Images no source could serve, with why: the review is refused unless the policy says
+    /// `unpullable: warn`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<String>,
     /// The serverless runtimes whose annotations the pod gets, and why.
     pub serverless: Vec<ServerlessMatch>,
     /// Warnings past `MAX_WARNINGS`, counted, not kept.
@@ -284,6 +288,8 @@ fn skipped(fields: &[ImageField<'_>], base: &[&str], reason: String) -> Mutation
                 tried: Vec::new(),
                 registry: None,
                 excluded: true,
+                denied: false,
+                warning: None,
             }),
         })
         .collect();
@@ -334,6 +340,17 @@ fn decide_fields(
         if let Some(err) = &decision.error {
             let (list, name, image) = (singular(f.list), f.name, f.image);
             m.warn(format!("{list} {name}: invalid image \"{image}\": {err}"));
+        }
+        if decision.denied {
+            let (list, name, image) = (singular(f.list), f.name, f.image);
+            let why = format!("{list} {name}: image \"{image}\": {}", decision.reason);
+            if policy.unpullable_warn {
+                m.warn(why);
+            } else {
+                m.refusals.push(why);
+            }
+        } else if let Some(w) = decision.warning.as_ref().filter(|_| policy.warnings) {
+            m.warn(format!("image {}: {w}", f.image));
         }
         let path = pointer(base, &f.tokens());
         if let Some(result) = decision.result.as_ref().filter(|_| decision.changed()) {

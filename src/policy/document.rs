@@ -4,7 +4,7 @@
 use crate::redacted::Redacted;
 use crate::yaml::Pos;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Spanned<T> {
     pub value: T,
     pub pos: Pos,
@@ -27,6 +27,13 @@ pub struct Document {
     pub annotate_original: Option<bool>,
     pub warnings: Option<bool>,
     pub credential_provider_config: Option<ProviderConfigDoc>,
+    pub registries_conf: Option<RegistriesConfDoc>,
+    /// By file name, in the order the directory would be read.
+    pub registries_conf_d: Vec<RegistriesConfDoc>,
+    pub certs_d: Vec<HostsDoc>,
+    pub mirror_sets: Vec<MirrorSetDoc>,
+    /// `unpullable: warn`: admit an image no source can serve, with a warning.
+    pub unpullable_warn: Option<bool>,
     pub empty: bool,
 }
 
@@ -134,4 +141,99 @@ pub struct VerifyDoc {
     pub cache_ttl: Option<Spanned<String>>,
     pub negative_cache_ttl: Option<Spanned<String>>,
     pub pin_digest: Option<bool>,
+}
+
+/// One registries.conf file: the main one or a drop-in.
+#[derive(Debug, Default)]
+pub struct RegistriesConfDoc {
+    /// `registries.conf`, or `registries.conf.d/<name>`.
+    pub file: String,
+    pub pos: Pos,
+    pub registries: Vec<SourceRegistryDoc>,
+    /// `unqualified-search-registries`; `Some(empty)` clears what an earlier file set.
+    pub search: Option<Vec<Spanned<String>>>,
+    pub aliases: Vec<(Spanned<String>, Spanned<String>)>,
+    pub short_name_mode: Option<Spanned<String>>,
+    /// Version 1 tables (`[registries.search]` and the like), where they were written.
+    pub v1: Option<V1Doc>,
+    /// Where a version 2 key was written, to refuse mixing the versions.
+    pub v2_at: Option<Pos>,
+}
+
+#[derive(Debug, Default)]
+pub struct V1Doc {
+    pub pos: Pos,
+    pub search: Vec<Spanned<String>>,
+    pub insecure: Vec<Spanned<String>>,
+    pub block: Vec<Spanned<String>>,
+}
+
+/// A `[[registry]]` table.
+#[derive(Debug, Default)]
+pub struct SourceRegistryDoc {
+    pub pos: Pos,
+    pub prefix: Option<Spanned<String>>,
+    pub location: Option<Spanned<String>>,
+    pub insecure: bool,
+    pub blocked: bool,
+    pub mirror_by_digest_only: bool,
+    pub pull_from_mirror: Option<Spanned<String>>,
+    pub mirrors: Vec<SourceMirrorDoc>,
+}
+
+/// A `[[registry.mirror]]` table.
+#[derive(Debug, Default)]
+pub struct SourceMirrorDoc {
+    pub pos: Pos,
+    pub location: Option<Spanned<String>>,
+    pub insecure: bool,
+    pub pull_from_mirror: Option<Spanned<String>>,
+}
+
+/// One containerd hosts.toml, under the directory name it would have in `config_path`.
+#[derive(Debug, Default)]
+pub struct HostsDoc {
+    pub dir: Spanned<String>,
+    pub server: Option<Spanned<String>>,
+    /// The server's own settings (top-level `capabilities`, `skip_verify`, ...).
+    pub server_host: HostEntryDoc,
+    pub hosts: Vec<HostEntryDoc>,
+}
+
+/// A `[host."url"]` table, or the top level's settings for `server`.
+#[derive(Debug, Default)]
+pub struct HostEntryDoc {
+    pub url: Spanned<String>,
+    pub capabilities: Option<Vec<Spanned<String>>>,
+    pub skip_verify: Option<bool>,
+    pub override_path: bool,
+    pub ca: Vec<Spanned<String>>,
+    pub client: Vec<Spanned<String>>,
+    pub header: Vec<(Spanned<String>, Vec<String>)>,
+}
+
+/// An OpenShift ImageDigestMirrorSet, ImageTagMirrorSet or ImageContentSourcePolicy.
+#[derive(Debug, Default)]
+pub struct MirrorSetDoc {
+    pub pos: Pos,
+    pub kind: MirrorSetKind,
+    /// `kind/name`, as decisions name it.
+    pub name: String,
+    pub entries: Vec<MirrorSetEntryDoc>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorSetKind {
+    #[default]
+    Digest,
+    Tag,
+    ContentSource,
+}
+
+#[derive(Debug, Default)]
+pub struct MirrorSetEntryDoc {
+    pub pos: Pos,
+    pub source: Option<Spanned<String>>,
+    pub mirrors: Vec<Spanned<String>>,
+    pub never_contact_source: Option<Pos>,
 }

@@ -10,6 +10,7 @@ mod diagnostics;
 mod document;
 mod endpoint;
 mod read;
+pub mod sources;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -265,6 +266,10 @@ pub struct Policy {
     pub pull_secrets_from_namespace: bool,
     /// `credentialProviderConfig`'s providers, in order.
     pub credential_providers: Vec<crate::credprovider::Provider>,
+    /// registries.conf (with its drop-ins), hosts.toml and OpenShift mirror sets, merged.
+    pub sources: sources::Sources,
+    /// `unpullable: warn`: admit what no source could serve, with a warning.
+    pub unpullable_warn: bool,
 }
 
 /// A policy that loaded, with what `check` has to say about it.

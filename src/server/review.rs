@@ -173,6 +173,9 @@ fn log(answer: &Answer) {
         Outcome::Failed(why) => {
             tracing::warn!(mutated = false, reason = %why, "review not handled")
         }
+        Outcome::Refused(why) => {
+            tracing::info!(mutated = false, reason = %why, "review refused: no source can serve an image")
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod k3s;
 mod profiles;
 mod providers;
 mod regex;
+mod registries_conf;
 mod rke;
 mod verify;
 
@@ -82,6 +83,7 @@ pub(super) fn compile(doc: Document, d: &mut Diagnostics) -> Policy {
     let (exclude_images, exclude_image_patterns) = regex::exclude_images(d, &mut regexes, &doc);
     let profiles = profiles::compile(d, &doc);
     let verify = verify::compile(d, &doc);
+    let sources = registries_conf::compile(d, doc.registries_conf.as_ref(), &doc.registries_conf_d);
     k3s::note_unused_endpoints(d, &doc, &verify);
     Policy {
         mirrors: parts.mirrors,
@@ -105,5 +107,7 @@ pub(super) fn compile(doc: Document, d: &mut Diagnostics) -> Policy {
         warnings: doc.warnings.unwrap_or(true),
         pull_secrets_from_namespace: doc.pull_secrets_from_namespace.unwrap_or(false),
         credential_providers,
+        sources,
+        unpullable_warn: doc.unpullable_warn.unwrap_or(false),
     }
 }

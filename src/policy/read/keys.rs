@@ -15,6 +15,11 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "annotateOriginal",
     "warnings",
     "credentialProviderConfig",
+    "registries.conf",
+    "registries.conf.d",
+    "certs.d",
+    "imageMirrorSets",
+    "unpullable",
 ];
 
 /// Keys of RKE's `cluster.yml` and Anthos's cluster configuration that mean nothing at admission.

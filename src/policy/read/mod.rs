@@ -1,7 +1,10 @@
 //! Reads the policy YAML into a `Document`, reporting every problem with its line and column.
 
 mod keys;
+mod mirror_sets;
 mod product;
+mod runtimes;
+mod toml;
 
 use super::diagnostics::{closest, Diagnostics};
 use super::document::*;
@@ -16,24 +19,26 @@ use product::{read_profile, read_provider_config, read_verify};
 
 /// Walks the YAML tree, reporting what does not fit where it stands.
 #[derive(Default)]
-struct Reader {
+struct Reader<'t> {
     diags: Diagnostics,
+    /// The policy text, for the places of the files pasted into it.
+    source: &'t str,
 }
 
-impl std::ops::Deref for Reader {
+impl std::ops::Deref for Reader<'_> {
     type Target = Diagnostics;
     fn deref(&self) -> &Diagnostics {
         &self.diags
     }
 }
 
-impl std::ops::DerefMut for Reader {
+impl std::ops::DerefMut for Reader<'_> {
     fn deref_mut(&mut self) -> &mut Diagnostics {
         &mut self.diags
     }
 }
 
-impl Reader {
+impl Reader<'_> {
     /// The entries of a mapping; null counts as empty, anything else is an error.
     fn map<'a>(&mut self, node: &'a Node, path: &str) -> &'a [(Node, Node)] {
         match &node.kind {
@@ -157,7 +162,10 @@ fn join(path: &str, key: &str) -> String {
 
 /// Reads a policy text. `None` when the text is not YAML or not a mapping at all.
 pub(super) fn read(text: &str) -> (Option<Document>, Diagnostics) {
-    let mut r = Reader::default();
+    let mut r = Reader {
+        diags: Diagnostics::default(),
+        source: text,
+    };
     let root = match yaml::parse_single(text) {
         Ok(root) => root,
         Err(e) => {
@@ -234,10 +242,60 @@ fn read_key(r: &mut Reader, doc: &mut Document, key: &Node, value: &Node) {
         "credentialProviderConfig" => {
             doc.credential_provider_config = Some(read_provider_config(r, value))
         }
+        "registries.conf" => {
+            doc.registries_conf = runtimes::read_registries_conf(r, value, name.to_owned())
+        }
+        "registries.conf.d" => doc.registries_conf_d = read_drop_ins(r, value),
+        "certs.d" => {
+            for (k, v) in r.map(value, name) {
+                if let Some(dir) = r.string(k, name) {
+                    doc.certs_d.extend(runtimes::read_hosts(r, dir, v));
+                }
+            }
+        }
+        "imageMirrorSets" => doc.mirror_sets = mirror_sets::read_mirror_sets(r, value),
+        "unpullable" => match r.string(value, name) {
+            Some(s) if s.value == "refuse" => doc.unpullable_warn = Some(false),
+            Some(s) if s.value == "warn" => doc.unpullable_warn = Some(true),
+            Some(s) => r.error_hint(
+                s.pos,
+                name,
+                format!("unknown value `{}`", s.value),
+                Some("use refuse (the default) or warn".into()),
+            ),
+            None => {}
+        },
         _ if RKE_KEYS.contains(&name) => r.ignored(key, "", "RKE cluster.yml"),
         _ if ANTHOS_KEYS.contains(&name) => r.ignored(key, "", "Anthos cluster configuration"),
         _ => r.unknown(key, "", TOP_KEYS),
     }
+}
+
+/// `registries.conf.d`: drop-ins by file name, read in name order as the directory is; only
+/// `*.conf` files count, as on the node.
+fn read_drop_ins(r: &mut Reader, node: &Node) -> Vec<RegistriesConfDoc> {
+    let mut files = Vec::new();
+    for (k, v) in r.map(node, "registries.conf.d") {
+        let Some(name) = r.string(k, "registries.conf.d") else {
+            continue;
+        };
+        if !name.value.ends_with(".conf") || name.value.contains('/') {
+            r.warning(
+                name.pos,
+                "registries.conf.d",
+                format!(
+                    "`{}` is skipped: the node reads only *.conf files of the directory itself",
+                    name.value
+                ),
+                None,
+            );
+            continue;
+        }
+        let file = format!("registries.conf.d/{}", name.value);
+        files.extend(runtimes::read_registries_conf(r, v, file));
+    }
+    files.sort_by(|a, b| a.file.cmp(&b.file));
+    files
 }
 
 fn read_mirrors(r: &mut Reader, node: &Node) -> Vec<MirrorDoc> {

@@ -1,6 +1,8 @@
 //! One image reference in, one decision out: where the image will be pulled from and why.
 //! Pure: the policy and the text decide everything.
 
+mod sources;
+
 use std::borrow::Cow;
 
 use serde::Serialize;
@@ -33,6 +35,13 @@ pub struct Decision {
     /// Left alone by an exclusion (`exclude`, the skip label), not for want of a mirror.
     #[serde(skip)]
     pub excluded: bool,
+    /// No source the node would try can serve the image: admission refuses it (`reason` says
+    /// why) unless the policy says `unpullable: warn`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub denied: bool,
+    /// Worth telling whoever made the Pod, though the image is admitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 impl Decision {
@@ -51,6 +60,8 @@ impl Decision {
             tried: Vec::new(),
             registry: Some(reference.domain().to_owned()).filter(|d| !d.is_empty()),
             excluded: stay.excluded,
+            denied: false,
+            warning: None,
         }
     }
 }
@@ -79,11 +90,16 @@ fn decide_inner(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Deci
                 tried: Vec::new(),
                 registry: None,
                 excluded: false,
+                denied: false,
+                warning: None,
             }
         }
     };
-    match route(policy, &reference) {
+    match route(policy, image, &reference) {
         Err(stay) => Decision::unchanged(image, &reference, stay),
+        Ok(Route::Sources(plan)) => {
+            from_sources(image, &reference, plan, verdict, policy.verify.pin_digest)
+        }
         Ok(Route::Mirror(mirror)) => {
             through_mirror(mirror, image, &reference, verdict, policy.verify.pin_digest)
         }
@@ -119,6 +135,9 @@ fn decide_inner(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Deci
 
 /// Where a reference goes under the policy, before any endpoint is chosen.
 enum Route<'p> {
+    /// By registries.conf, hosts.toml or a mirror set: these come first, since they may name
+    /// a repository where the other formats name only a registry.
+    Sources(sources::Plan),
     Mirror(&'p Mirror),
     Default(&'p DefaultRegistry),
 }
@@ -140,7 +159,7 @@ impl From<String> for Stay {
 
 /// The route for a parsed reference, or why it stays as it is. Shared by the decision and by
 /// `candidates`, so verify asks exactly the endpoints the decision can choose from.
-fn route<'p>(policy: &'p Policy, reference: &Reference) -> Result<Route<'p>, Stay> {
+fn route<'p>(policy: &'p Policy, image: &str, reference: &Reference) -> Result<Route<'p>, Stay> {
     let domain = reference.domain();
     if domain.is_empty() {
         return Err(
@@ -160,6 +179,10 @@ fn route<'p>(policy: &'p Policy, reference: &Reference) -> Result<Route<'p>, Sta
                 excluded: true,
             });
         }
+    }
+    match sources::plan(policy, image, reference) {
+        sources::Plan::None => {}
+        plan => return Ok(Route::Sources(plan)),
     }
     if policy.own_registries.contains(domain) {
         return Err(format!("{domain} is already a mirror of this policy").into());
@@ -278,6 +301,87 @@ fn through_mirror(
     )
 }
 
+/// The source the node would pull from: its first, or with `verify` the first that has the image.
+fn from_sources(
+    image: &str,
+    reference: &Reference,
+    plan: sources::Plan,
+    verdict: Option<&Verdict>,
+    pin: bool,
+) -> Decision {
+    let (sources, short_name, ambiguous) = match plan {
+        sources::Plan::Sources {
+            sources,
+            short_name,
+            ambiguous,
+        } => (sources, short_name, ambiguous),
+        sources::Plan::Refused(why) => {
+            return Decision {
+                denied: true,
+                ..Decision::unchanged(image, reference, why.into())
+            }
+        }
+        sources::Plan::None => {
+            return Decision::unchanged(image, reference, String::from("no source applies").into())
+        }
+    };
+    let (index, found) = match verdict {
+        None => (0, None),
+        Some(Verdict {
+            chosen: Some(i), ..
+        }) => (*i, Some(true)),
+        Some(_) => (0, Some(false)),
+    };
+    let Some(chosen) = sources.get(index).or(sources.first()) else {
+        return Decision::unchanged(image, reference, String::from("no source applies").into());
+    };
+    let mut reason = match &chosen.entry {
+        Some(entry) if sources.len() > 1 => format!(
+            "{entry}: the node tries {} sources; {} is {}",
+            sources.len(),
+            chosen.origin,
+            match found {
+                Some(true) => "the first that has the image",
+                Some(false) => "the first (verify: none has the image)",
+                None => "the first",
+            }
+        ),
+        Some(entry) => format!("{entry}: {} is its only source", chosen.origin),
+        None => "no entry applies to the qualified name".to_owned(),
+    };
+    if let Some(how) = &short_name {
+        reason = format!("{how}; {reason}");
+    }
+    if unpinned(pin, reference.digest().is_some(), verdict) {
+        reason = format!("{reason}; {NOT_PINNED}");
+    }
+    let candidate = pinned(chosen.reference.to_string(), reference, verdict, pin);
+    let rule = if chosen.origin.is_empty() {
+        short_name.as_deref().unwrap_or_default()
+    } else {
+        &chosen.origin
+    };
+    let mut decision = if candidate == image {
+        Decision::unchanged(image, reference, reason.into())
+    } else {
+        finish(
+            image,
+            reference,
+            candidate,
+            chosen.reference.domain(),
+            rule,
+            reason,
+        )
+    };
+    if ambiguous && verdict.is_none() {
+        decision.warning = Some(format!(
+            "{}: without verify the first registry is taken, where the node would try each",
+            short_name.unwrap_or_default()
+        ));
+    }
+    decision
+}
+
 /// The first rewrite rule (in file order) that matches the repository path replaces every match.
 fn rewrite_path<'a>(mirror: &'a Mirror, path: &'a str) -> (Cow<'a, str>, Option<&'a str>) {
     let first = match &mirror.rewrite_set {
@@ -329,6 +433,8 @@ fn finish(
             tried: Vec::new(),
             registry: Some(host.to_owned()),
             excluded: false,
+            denied: false,
+            warning: None,
         },
         Ok(_) => Decision::unchanged(
             image,
@@ -351,12 +457,16 @@ pub fn candidates(policy: &Policy, image: &str) -> Vec<Candidate> {
     let Ok(reference) = Reference::parse(image) else {
         return Vec::new();
     };
-    let Ok(route) = route(policy, &reference) else {
+    let Ok(route) = route(policy, image, &reference) else {
         return Vec::new();
     };
     let domain = reference.domain();
     let manifest = reference.digest().or(reference.tag()).unwrap_or("latest");
     match route {
+        Route::Sources(sources::Plan::Sources { sources, .. }) => {
+            sources::candidates(policy, &sources)
+        }
+        Route::Sources(_) => Vec::new(),
         Route::Mirror(mirror) => {
             let (path, _) = rewrite_path(mirror, reference.path());
             mirror
