@@ -148,7 +148,6 @@ pub struct VerifyDoc {
 pub struct RegistriesConfDoc {
     /// `registries.conf`, or `registries.conf.d/<name>`.
     pub file: String,
-    pub pos: Pos,
     pub registries: Vec<SourceRegistryDoc>,
     /// `unqualified-search-registries`; `Some(empty)` clears what an earlier file set.
     pub search: Option<Vec<Spanned<String>>>,
@@ -215,7 +214,6 @@ pub struct HostEntryDoc {
 /// An OpenShift ImageDigestMirrorSet, ImageTagMirrorSet or ImageContentSourcePolicy.
 #[derive(Debug, Default)]
 pub struct MirrorSetDoc {
-    pub pos: Pos,
     pub kind: MirrorSetKind,
     /// `kind/name`, as decisions name it.
     pub name: String,

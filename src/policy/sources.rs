@@ -14,9 +14,21 @@ pub enum PullFrom {
     All,
     DigestOnly,
     TagOnly,
+    /// A containerd host without the `pull` capability: never a pull source.
+    Never,
 }
 
 impl PullFrom {
+    /// Whether a pull by digest (or else by tag) may use the endpoint.
+    pub fn serves(self, digested: bool) -> bool {
+        match self {
+            PullFrom::All => true,
+            PullFrom::DigestOnly => digested,
+            PullFrom::TagOnly => !digested,
+            PullFrom::Never => false,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "" | "all" => Some(PullFrom::All),
@@ -31,6 +43,7 @@ impl PullFrom {
             PullFrom::All => "all",
             PullFrom::DigestOnly => "digest-only",
             PullFrom::TagOnly => "tag-only",
+            PullFrom::Never => "never",
         }
     }
 }
@@ -44,6 +57,7 @@ pub struct SourceEndpoint {
     pub pull_from: PullFrom,
     /// Where the endpoint was written, for decisions and `check`.
     pub origin: String,
+    pub pos: crate::yaml::Pos,
 }
 
 /// One `[[registry]]` entry after upstream's post-processing: the prefix it answers for, its
@@ -90,6 +104,10 @@ pub struct Sources {
     pub aliases: HashMap<String, Alias>,
     /// Whether a registries.conf was given: only then are short names resolved its way.
     pub short_names: bool,
+    /// containerd's hosts.toml by registry host, matched exactly, as its directories are.
+    pub hosts: HashMap<String, SourceRegistry>,
+    /// `certs.d/_default`: for every registry without a directory of its own.
+    pub default_hosts: Option<SourceRegistry>,
 }
 
 /// The length of `prefix` in `reference` when it matches: the whole reference, or the prefix
@@ -159,16 +177,13 @@ impl SourceRegistry {
             if self.mirror_by_digest_only {
                 return digested;
             }
-            match m.pull_from {
-                PullFrom::All => true,
-                PullFrom::DigestOnly => digested,
-                PullFrom::TagOnly => !digested,
-            }
+            m.pull_from.serves(digested)
         });
         let text = reference.to_string();
+        let primary = Some(&self.endpoint).filter(|e| e.pull_from.serves(digested));
         mirrors
             .map(|(i, m)| (Some(i), m))
-            .chain(std::iter::once((None, &self.endpoint)))
+            .chain(primary.map(|e| (None, e)))
             .map(|(mirror, e)| {
                 Ok(PullSource {
                     reference: rewrite_reference(&text, &self.prefix, &e.location)?,
@@ -189,7 +204,30 @@ impl SourceRegistry {
 
 impl Sources {
     pub fn is_empty(&self) -> bool {
-        self.registries.is_empty() && !self.short_names
+        self.registries.is_empty()
+            && !self.short_names
+            && self.hosts.is_empty()
+            && self.default_hosts.is_none()
+    }
+
+    /// The entry that decides a reference: registries.conf's longest prefix, else the
+    /// registry's hosts.toml, else `_default` (made for this registry).
+    pub fn entry_for(&self, reference: &Reference) -> Option<std::borrow::Cow<'_, SourceRegistry>> {
+        use std::borrow::Cow;
+        if let Some(r) = self.find(&reference.name()) {
+            return Some(Cow::Borrowed(r));
+        }
+        let domain = reference.domain();
+        if let Some(h) = self.hosts.get(domain) {
+            return Some(Cow::Borrowed(h));
+        }
+        let default = self.default_hosts.as_ref()?;
+        let mut entry = default.clone();
+        entry.prefix = domain.to_owned();
+        if entry.endpoint.location.is_empty() {
+            entry.endpoint.location = domain.to_owned();
+        }
+        Some(Cow::Owned(entry))
     }
 
     /// `FindRegistry`: the entry with the longest matching prefix for a repository name

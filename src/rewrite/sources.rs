@@ -46,7 +46,7 @@ pub(super) fn plan(policy: &Policy, image: &str, reference: &Reference) -> Plan 
     let mut refusals = Vec::new();
     let mut matched = false;
     for q in &qualified {
-        let Some(entry) = sources.find(&q.name()) else {
+        let Some(entry) = sources.entry_for(q) else {
             planned.push(Planned {
                 reference: q.clone(),
                 origin: String::new(),
@@ -55,7 +55,7 @@ pub(super) fn plan(policy: &Policy, image: &str, reference: &Reference) -> Plan 
             continue;
         };
         matched = true;
-        match usable(sources, entry, q) {
+        match usable(sources, &entry, q) {
             Ok(list) => planned.extend(list),
             Err(why) => refusals.push(why),
         }

@@ -3,7 +3,9 @@
 
 mod anthos;
 mod configs;
+mod hosts_toml;
 mod k3s;
+mod mirror_sets;
 mod profiles;
 mod providers;
 mod regex;
@@ -31,6 +33,8 @@ struct Parts {
     http: HashSet<String>,
     insecure: HashSet<String>,
     default_registry: Option<DefaultRegistry>,
+    /// registries.conf, mirror sets and hosts.toml.
+    sources: super::sources::Sources,
 }
 
 impl Parts {
@@ -71,7 +75,12 @@ pub(super) fn compile(doc: Document, d: &mut Diagnostics) -> Policy {
     }
     let mut regexes = regex::Regexes::default();
     let mut parts = Parts::default();
+    parts.sources =
+        registries_conf::compile(d, doc.registries_conf.as_ref(), &doc.registries_conf_d);
+    mirror_sets::compile(d, &doc.mirror_sets, &mut parts.sources);
+    hosts_toml::compile(d, &doc.certs_d, &mut parts);
     k3s::mirrors(d, &mut regexes, &doc, &mut parts);
+    registries_conf::notes(d, &parts.sources, &parts.mirrors);
     anthos::registry_mirrors(d, &doc, &mut parts);
     configs::configs(d, &doc, &mut parts);
     let written_hosts = rke::private_registries(d, &doc, &mut parts);
@@ -83,7 +92,6 @@ pub(super) fn compile(doc: Document, d: &mut Diagnostics) -> Policy {
     let (exclude_images, exclude_image_patterns) = regex::exclude_images(d, &mut regexes, &doc);
     let profiles = profiles::compile(d, &doc);
     let verify = verify::compile(d, &doc);
-    let sources = registries_conf::compile(d, doc.registries_conf.as_ref(), &doc.registries_conf_d);
     k3s::note_unused_endpoints(d, &doc, &verify);
     Policy {
         mirrors: parts.mirrors,
@@ -107,7 +115,7 @@ pub(super) fn compile(doc: Document, d: &mut Diagnostics) -> Policy {
         warnings: doc.warnings.unwrap_or(true),
         pull_secrets_from_namespace: doc.pull_secrets_from_namespace.unwrap_or(false),
         credential_providers,
-        sources,
+        sources: parts.sources,
         unpullable_warn: doc.unpullable_warn.unwrap_or(false),
     }
 }

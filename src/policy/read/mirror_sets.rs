@@ -86,7 +86,6 @@ fn read_set(r: &mut Reader, node: &Node, path: &str) -> Option<MirrorSetDoc> {
     }
     let name = name.map_or_else(|| format!("[{path}]"), |n| n.value);
     let mut set = MirrorSetDoc {
-        pos: node.pos,
         kind: set_kind,
         name: format!("{kind_name}/{name}"),
         entries: Vec::new(),

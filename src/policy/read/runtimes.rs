@@ -47,7 +47,6 @@ pub(super) fn read_registries_conf(
     let (mut t, doc) = Toml::parse(r, node, file.clone(), "registries.conf")?;
     let mut out = RegistriesConfDoc {
         file,
-        pos: node.pos,
         ..RegistriesConfDoc::default()
     };
     for (key, pos, item) in t.entries(doc.as_table()) {
@@ -229,6 +228,9 @@ pub(super) fn read_hosts(r: &mut Reader, dir: Spanned<String>, node: &Node) -> O
             }
             _ => t.unknown(pos, key, "", &[&["server", "host"], HOST_KEYS].concat()),
         }
+    }
+    if let Some(s) = &out.server {
+        out.server_host.url = s.clone();
     }
     Some(out)
 }

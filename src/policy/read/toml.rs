@@ -36,17 +36,17 @@ impl Place {
         let first_text = text.lines().position(|l| !l.trim().is_empty());
         let block = first_text.and_then(|skipped| {
             let first = text.lines().nth(skipped)?;
-            let here = line_of(node.pos.line)?;
-            let start = if literal_header(here) {
-                node.pos.line + 1
-            } else if line_of(node.pos.line - 1).is_some_and(literal_header) {
-                node.pos.line - skipped.min(node.pos.line)
-            } else {
+            // The header is the marked line, or the first line above it that is not blank.
+            let header = (1..=node.pos.line).rev().find(|&n| {
+                n == node.pos.line && line_of(n).is_some_and(literal_header)
+                    || n < node.pos.line && line_of(n).is_some_and(|l| !l.trim().is_empty())
+            })?;
+            if !line_of(header).is_some_and(literal_header) {
                 return None;
-            };
-            let line = line_of(start + skipped)?;
+            }
+            let line = line_of(header + 1 + skipped)?;
             let indent = line.find(first).filter(|&i| line[..i].trim().is_empty())?;
-            Some((start, indent))
+            Some((header + 1, indent))
         });
         Place {
             pos: node.pos,
