@@ -523,6 +523,7 @@ mod tests {
             Outcome::Unchanged,
             Outcome::Skipped(String::new()),
             Outcome::Failed(String::new()),
+            Outcome::Refused(String::new()),
         ];
         let labels: Vec<&str> = all.iter().map(Outcome::label).collect();
         assert_eq!(labels, Outcome::LABELS);

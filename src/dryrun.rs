@@ -333,6 +333,7 @@ pub fn explain(
             if let Some(ns) = namespace.filter(|ns| policy.excludes_namespace(ns)) {
                 decision.result = Some(image.clone()).filter(|_| decision.error.is_none());
                 decision.rule = None;
+                decision.denied = false;
                 decision.reason = format!("namespace {ns} is excluded");
             }
             FieldDecision {

@@ -74,9 +74,10 @@ pub(super) fn compile(doc: Document, d: &mut Diagnostics) -> Policy {
         );
     }
     let mut regexes = regex::Regexes::default();
-    let mut parts = Parts::default();
-    parts.sources =
-        registries_conf::compile(d, doc.registries_conf.as_ref(), &doc.registries_conf_d);
+    let mut parts = Parts {
+        sources: registries_conf::compile(d, doc.registries_conf.as_ref(), &doc.registries_conf_d),
+        ..Parts::default()
+    };
     mirror_sets::compile(d, &doc.mirror_sets, &mut parts.sources);
     hosts_toml::compile(d, &doc.certs_d, &mut parts);
     k3s::mirrors(d, &mut regexes, &doc, &mut parts);

@@ -266,7 +266,7 @@ fn registry(
             pos: m.pos,
         });
     }
-    (!d.errors_since(before)).then(|| SourceRegistry {
+    (!d.errors_since(before)).then_some(SourceRegistry {
         prefix,
         endpoint: SourceEndpoint {
             location: location_value,
