@@ -156,3 +156,54 @@ async fn real_registries_with_tls_htpasswd_and_plain_http() {
     assert_eq!(chosen(&good, "redis:1.0").await.0, None);
     drop(s.dir);
 }
+
+/// registries.conf's mirrors walked in order against the same two registries: the TLS one
+/// (trusted through `configs`), then the plain one, which `insecure = true` reaches over HTTP
+/// after HTTPS fails, as containers/image does; the primary location last.
+#[tokio::test(flavor = "multi_thread")]
+async fn registries_conf_mirrors_in_order() {
+    let s = setup();
+    let text = format!(
+        "registries.conf: |\n  [[registry]]\n  prefix = \"docker.io/library\"\n  location = \"127.0.0.1:{plain}/upstream\"\n  insecure = true\n  [[registry.mirror]]\n  location = \"127.0.0.1:{secure}/library\"\n  [[registry.mirror]]\n  location = \"127.0.0.1:{plain}/library\"\n  insecure = true\nconfigs:\n  \"127.0.0.1:{secure}\":\n    auth: {{username: {USER}, password: {PASSWORD}}}\n    tls: {{ca_file: {ca}}}\nverify: {{enabled: true, timeout: 3s}}\n",
+        plain = s.plain.port,
+        secure = s.secure.port,
+        ca = s.ca.display()
+    );
+    let p = Arc::new(common::policy(&text));
+    let nginx = "docker.io/library/nginx:1.0";
+    assert_eq!(chosen(&p, nginx).await, (Some(0), vec!["present".into()]));
+    let redis = "docker.io/library/redis:1.0";
+    assert_eq!(
+        chosen(&p, redis).await,
+        (Some(1), vec!["absent".into(), "present".into()])
+    );
+    let busybox = "docker.io/library/busybox:1.0";
+    assert_eq!(
+        chosen(&p, busybox).await,
+        (
+            None,
+            vec!["absent".into(), "absent".into(), "absent".into()]
+        )
+    );
+    // The decisions follow: the first source that has the image, else the node's first source.
+    let c = Checker::new(Access::default());
+    let images = [nginx.to_owned(), redis.to_owned(), busybox.to_owned()];
+    let verdicts = c.verify(&p, &images).await;
+    let result = |image: &str| {
+        image_mirror_webhook::rewrite::decide(&p, image, verdicts.get(image))
+            .result
+            .unwrap()
+    };
+    assert_eq!(
+        result(nginx),
+        format!("127.0.0.1:{}/library/nginx:1.0", s.secure.port)
+    );
+    assert_eq!(
+        result(redis),
+        format!("127.0.0.1:{}/library/redis:1.0", s.plain.port)
+    );
+    assert_eq!(
+        result(busybox),
+        format!("127.0.0.1:{}/library/busybox:1.0", s.secure.port)
+    );
+}

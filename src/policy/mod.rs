@@ -258,6 +258,8 @@ pub struct Policy {
     pub(crate) wildcard_config: Option<RegistryConfig>,
     pub(crate) http_registries: HashSet<String>,
     pub(crate) insecure_registries: HashSet<String>,
+    /// registries.conf `insecure` hosts: verify tries HTTPS, then plain HTTP.
+    pub(crate) http_fallback: HashSet<String>,
     /// KCI, ECI, then the user's `serverlessProfiles`, in that order.
     pub profiles: Vec<Profile>,
     pub verify: Verify,
@@ -392,6 +394,10 @@ impl Policy {
 
     pub fn is_insecure(&self, host: &str) -> bool {
         self.insecure_registries.contains(host)
+    }
+
+    pub fn falls_back_to_http(&self, host: &str) -> bool {
+        self.http_fallback.contains(host)
     }
 
     /// Registries whose policy credentials become managed pull secrets, in a stable order.

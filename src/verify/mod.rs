@@ -281,10 +281,27 @@ impl Inner {
     /// One manifest HEAD, with the credentials the policy has for the host if it asks for them.
     async fn request(&self, policy: &Policy, host: &str, url: &str) -> Presence {
         let started = Instant::now();
-        let answer = match self.clients.get(policy, host) {
+        let mut answer = match self.clients.get(policy, host) {
             Ok(client) => head_manifest(&client, url, || self.credentials(policy, host, url)).await,
             Err(e) => Presence::error(e.to_string()),
         };
+        // registries.conf `insecure`: HTTPS first, then plain HTTP, as containers/image does.
+        if let (
+            Presence::Absent {
+                kind: Absence::Error,
+                ..
+            },
+            Some(rest),
+        ) = (&answer, url.strip_prefix("https://"))
+        {
+            if policy.falls_back_to_http(host) {
+                if let Ok(client) = self.clients.get(policy, host) {
+                    let url = format!("http://{rest}");
+                    answer =
+                        head_manifest(&client, &url, || self.credentials(policy, host, &url)).await;
+                }
+            }
+        }
         if matches!(&answer, Presence::Absent { reason, .. } if reason == REFUSED) {
             if let Some(cloud) = &self.access.cloud {
                 cloud.refused(host);

@@ -86,6 +86,7 @@ pub(super) fn compile(doc: Document, d: &mut Diagnostics) -> Policy {
     configs::configs(d, &doc, &mut parts);
     let written_hosts = rke::private_registries(d, &doc, &mut parts);
     rke::default_registry(d, &doc, &mut parts);
+    let http_fallback = registries_conf::insecure_hosts(&mut parts);
     providers::ecr_identity(&mut parts.configs);
     providers::note_ecr(d, &parts.configs, written_hosts);
     let own_registries = parts.endpoint_hosts();
@@ -110,6 +111,7 @@ pub(super) fn compile(doc: Document, d: &mut Diagnostics) -> Policy {
         wildcard_config: parts.wildcard_config,
         http_registries: parts.http,
         insecure_registries: parts.insecure,
+        http_fallback,
         profiles,
         verify,
         annotate_original: doc.annotate_original.unwrap_or(true),

@@ -493,3 +493,26 @@ fn describe(e: &SourceEndpoint, digest_only: bool) -> String {
     }
     s
 }
+
+/// The hosts registries.conf calls `insecure`: their certificates are not verified, and verify
+/// falls back to plain HTTP for them, as the node does.
+pub(super) fn insecure_hosts(parts: &mut super::Parts) -> std::collections::HashSet<String> {
+    let hosts: std::collections::HashSet<String> = parts
+        .sources
+        .registries
+        .iter()
+        .flat_map(|r| r.mirrors.iter().chain(std::iter::once(&r.endpoint)))
+        .filter(|e| e.insecure && !e.location.is_empty())
+        .map(|e| e.location.split('/').next().unwrap_or_default().to_owned())
+        .collect();
+    for host in &hosts {
+        parts.insecure.insert(host.clone());
+        let wildcard = parts.wildcard_config.clone();
+        let config = parts
+            .configs
+            .entry(host.clone())
+            .or_insert_with(|| wildcard.unwrap_or_default());
+        config.tls.insecure_skip_verify = true;
+    }
+    hosts
+}
