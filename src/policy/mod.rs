@@ -309,6 +309,16 @@ impl Policy {
     /// Reads, validates and compiles a policy document of at most `max_bytes`; a larger one is
     /// refused before it is read, so its size never becomes memory or time.
     pub fn load_limited(text: &str, max_bytes: usize) -> Result<Loaded, Rejected> {
+        Policy::load_with_cluster_sets(text, max_bytes, "")
+    }
+
+    /// As `load_limited`, with the cluster's ImageDigestMirrorSet, ImageTagMirrorSet and
+    /// ImageContentSourcePolicy objects (a YAML list; empty for none) merged after the policy's.
+    pub fn load_with_cluster_sets(
+        text: &str,
+        max_bytes: usize,
+        cluster_sets: &str,
+    ) -> Result<Loaded, Rejected> {
         if text.len() > max_bytes {
             return Err(Rejected {
                 diagnostics: vec![Diagnostic {
@@ -323,7 +333,10 @@ impl Policy {
                 }],
             });
         }
-        let (doc, mut d) = read::read(text);
+        let (mut doc, mut d) = read::read(text);
+        if let (Some(doc), false) = (doc.as_mut(), cluster_sets.is_empty()) {
+            read::cluster_mirror_sets(cluster_sets, doc, &mut d);
+        }
         let policy = doc.map(|doc| compile::compile(doc, &mut d));
         let mut diagnostics = d.list;
         diagnostics.sort_by_key(|d| (d.pos.line, d.pos.col));

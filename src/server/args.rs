@@ -78,6 +78,11 @@ pub struct ServeArgs {
     /// dockerconfigjson Secrets (pullSecrets.fromNamespace). Needs RBAC for Secrets.
     #[arg(long)]
     pub pull_secrets: bool,
+    /// Also read the cluster's OpenShift ImageDigestMirrorSet, ImageTagMirrorSet and
+    /// ImageContentSourcePolicy objects (list and watch; RBAC for them), merged after the
+    /// policy's own imageMirrorSets.
+    #[arg(long)]
+    pub watch_image_mirror_sets: bool,
     /// How often managed pull secrets are brought up to date with their credential sources.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub pull_secret_resync: Duration,

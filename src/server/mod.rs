@@ -76,20 +76,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let client = if args.policy.policy_configmap.is_some()
-        || args.cert_secret.is_some()
-        || args.pull_secrets
-    {
-        Some(
-            kube::Client::try_default().await.context(
+    let client =
+        if args.policy.policy_configmap.is_some()
+            || args.cert_secret.is_some()
+            || args.pull_secrets
+            || args.watch_image_mirror_sets
+        {
+            Some(kube::Client::try_default().await.context(
                 "cannot reach the Kubernetes API (in-cluster configuration or KUBECONFIG)",
-            )?,
-        )
-    } else {
-        None
-    };
+            )?)
+        } else {
+            None
+        };
     let mut tasks = tokio::task::JoinSet::new();
     let state = Arc::new(AppState::build(state_config(&args, &client, &mut tasks)));
+    if let (true, Some(client)) = (args.watch_image_mirror_sets, &client) {
+        let (client, store) = (client.clone(), state.policy.clone());
+        tasks.spawn(supervised(
+            "image_mirror_sets_watch",
+            state.metrics.clone(),
+            move || source::mirror_sets::watch(client.clone(), store.clone()),
+        ));
+    }
     start_policy(&args, &state, client.clone(), &mut tasks).await?;
     let tls_config = start_tls(&args, &state, client, &mut tasks).await?;
     if let Some(pull_secrets) = state.pull_secrets.clone() {

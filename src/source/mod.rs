@@ -2,6 +2,7 @@
 
 pub mod configmap;
 pub mod file;
+pub mod mirror_sets;
 pub mod store;
 
 pub use store::{PolicyStore, Reload};

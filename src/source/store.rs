@@ -43,6 +43,10 @@ pub struct PolicyStore {
     current: ArcSwapOption<Policy>,
     max_bytes: usize,
     observer: OnReload,
+    /// The last text offered, with its origin: the cluster's mirror sets reload it when they change.
+    offered: std::sync::Mutex<Option<(String, String)>>,
+    /// The cluster's mirror set objects as a YAML list (`--watch-image-mirror-sets`); empty: none.
+    cluster_sets: std::sync::Mutex<String>,
 }
 
 impl PolicyStore {
@@ -51,6 +55,8 @@ impl PolicyStore {
             current: ArcSwapOption::empty(),
             max_bytes,
             observer,
+            offered: std::sync::Mutex::new(None),
+            cluster_sets: std::sync::Mutex::new(String::new()),
         }
     }
 
@@ -71,12 +77,19 @@ impl PolicyStore {
     /// Loads `text` and swaps it in, or keeps the last good policy. Gives the number of
     /// warnings, or why the text was refused.
     pub async fn apply(&self, origin: &str, text: String) -> Result<usize, LoadError> {
+        *crate::sync::lock(&self.offered) = Some((origin.to_owned(), text.clone()));
+        self.load(origin, text).await
+    }
+
+    async fn load(&self, origin: &str, text: String) -> Result<usize, LoadError> {
+        let sets = crate::sync::lock(&self.cluster_sets).clone();
         let max = self.max_bytes;
-        let hash = text_hash(&text);
-        let loaded = tokio::task::spawn_blocking(move || Policy::load_limited(&text, max))
-            .await
-            .map_err(LoadError::Interrupted)
-            .and_then(|r| r.map_err(LoadError::from));
+        let hash = text_hash(&format!("{text}{sets}"));
+        let loaded =
+            tokio::task::spawn_blocking(move || Policy::load_with_cluster_sets(&text, max, &sets))
+                .await
+                .map_err(LoadError::Interrupted)
+                .and_then(|r| r.map_err(LoadError::from));
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(why) => {
@@ -105,6 +118,17 @@ impl PolicyStore {
         self.current.store(Some(policy));
         tracing::info!(origin, warnings, "policy loaded");
         Ok(warnings)
+    }
+
+    /// The cluster's mirror sets changed: the last text offered is loaded again with them. Until
+    /// a text is offered they wait for it.
+    pub async fn apply_cluster_sets(&self, sets: String) -> Option<Result<usize, LoadError>> {
+        *crate::sync::lock(&self.cluster_sets) = sets;
+        let (origin, text) = crate::sync::lock(&self.offered).clone()?;
+        Some(
+            self.load(&format!("{origin} with the cluster's mirror sets"), text)
+                .await,
+        )
     }
 
     /// Says that a source was refused or is unusable; the last good policy stays in force.

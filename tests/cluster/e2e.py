@@ -251,7 +251,7 @@ def mirrored(image):
 
 
 def scenarios(binary, cluster):
-    values = {"policy": POLICY, "pullSecrets": {"enabled": True}}
+    values = {"policy": POLICY, "pullSecrets": {"enabled": True}, "imageMirrorSets": {"watch": True}}
     docs = render(values)
     by_kind = {}
     for d in docs:
@@ -262,6 +262,7 @@ def scenarios(binary, cluster):
                     f"--from-literal=password={PASSWORD}")
     skipped = {"Deployment", "Service", "PodDisruptionBudget", "MutatingWebhookConfiguration"}
     cluster.apply([d for d in docs if d["kind"] not in skipped])
+    install_mirror_set_kinds(cluster)
     deployment = by_kind["Deployment"][0]
     hook = Webhook(binary, cluster, deployment)
     cluster.apply([point_at_localhost(by_kind["MutatingWebhookConfiguration"][0], hook.port)])
@@ -281,6 +282,7 @@ def scenarios(binary, cluster):
         check("selfManaged: the certificate Secret is written",
               cluster.kubectl("get", "secret", "-n", NAMESPACE, tls, ok=False).returncode == 0)
         admission(cluster)
+        mirror_sets(cluster)
         reinvocation(cluster)
         policy_edits(cluster)
         watch_after_compaction(cluster, hook)
@@ -404,6 +406,51 @@ def reinvocation(cluster):
     finally:
         cluster.kubectl("delete", "mutatingwebhookconfiguration", "zz-sidecar-injector", ok=False)
         sidecar.stop()
+
+
+# OpenShift's mirror set kinds, as bare CRDs: the API server stores them, the webhook watches them.
+MIRROR_SET_KINDS = [
+    ("config.openshift.io", "v1", "ImageDigestMirrorSet", "imagedigestmirrorsets"),
+    ("config.openshift.io", "v1", "ImageTagMirrorSet", "imagetagmirrorsets"),
+    ("operator.openshift.io", "v1alpha1", "ImageContentSourcePolicy", "imagecontentsourcepolicies"),
+]
+E2E_DIGEST = "sha256:" + "ab" * 32
+
+
+def install_mirror_set_kinds(cluster):
+    crds = [{
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {"group": group, "scope": "Cluster",
+                 "names": {"plural": plural, "singular": kind.lower(), "kind": kind, "listKind": f"{kind}List"},
+                 "versions": [{"name": version, "served": True, "storage": True, "schema": {
+                     "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+    } for group, version, kind, plural in MIRROR_SET_KINDS]
+    cluster.apply(crds)
+    for group, _, _, plural in MIRROR_SET_KINDS:
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{plural}.{group}", "--timeout=30s")
+
+
+def mirror_sets(cluster):
+    """An ImageDigestMirrorSet made in the cluster reaches the webhook's policy live: a digest is
+    mirrored, a tag of its NeverContactSource repository is refused by the real API server with the
+    webhook's reason, and deleting the set lifts both."""
+    cluster.namespace("sets")
+    idms = {"apiVersion": "config.openshift.io/v1", "kind": "ImageDigestMirrorSet",
+            "metadata": {"name": "e2e"},
+            "spec": {"imageDigestMirrors": [{"source": "quay.io/e2e", "mirrors": [f"{MIRROR}/quay-e2e"],
+                                             "mirrorSourcePolicy": "NeverContactSource"}]}}
+    cluster.apply([idms])
+    digest = f"quay.io/e2e/app@{E2E_DIGEST}"
+    check("mirror sets: a digest of the cluster's ImageDigestMirrorSet goes to its mirror", wait(
+        "the set in force", lambda: dry_run_image(cluster, "sets", digest) == f"{MIRROR}/quay-e2e/app@{E2E_DIGEST}", 30))
+    out = cluster.kubectl("run", "tagged", "-n", "sets", "--image=quay.io/e2e/app:1", ok=False)
+    check("mirror sets: a tag of a NeverContactSource repository is refused with the set named",
+          out.returncode != 0 and "ImageDigestMirrorSet/e2e" in out.stderr and "denied the request" in out.stderr,
+          out.stderr[-600:])
+    cluster.kubectl("delete", "imagedigestmirrorset", "e2e")
+    check("mirror sets: deleting the set lifts the refusal", wait(
+        "the set gone", lambda: dry_run_image(cluster, "sets", "quay.io/e2e/app:1") == "quay.io/e2e/app:1", 30))
 
 
 def policy_edits(cluster):

@@ -28,12 +28,13 @@ const KINDS: &[(&str, &str, MirrorSetKind, &str)] = &[
 const OBJECT_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
 const ENTRY_KEYS: &[&str] = &["source", "mirrors", "mirrorSourcePolicy"];
 
-pub(super) fn read_mirror_sets(r: &mut Reader, node: &Node) -> Vec<MirrorSetDoc> {
-    let items = r.list(node, "imageMirrorSets");
+/// The list under `name`: the policy's `imageMirrorSets`, or the cluster's objects.
+pub(super) fn read_mirror_sets(r: &mut Reader, node: &Node, name: &str) -> Vec<MirrorSetDoc> {
+    let items = r.list(node, name);
     items
         .iter()
         .enumerate()
-        .filter_map(|(i, item)| read_set(r, item, &format!("imageMirrorSets[{i}]")))
+        .filter_map(|(i, item)| read_set(r, item, &format!("{name}[{i}]")))
         .collect()
 }
 

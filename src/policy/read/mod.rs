@@ -198,6 +198,29 @@ pub(super) fn read(text: &str) -> (Option<Document>, Diagnostics) {
     (Some(doc), r.diags)
 }
 
+/// The cluster's own mirror set objects (`serve --watch-image-mirror-sets`), as a YAML list,
+/// after the policy's. Their findings name the object, since the text is made, not written.
+pub(super) fn cluster_mirror_sets(text: &str, doc: &mut Document, diags: &mut Diagnostics) {
+    let mut r = Reader {
+        diags: Diagnostics::default(),
+        source: text,
+    };
+    match yaml::parse_single(text) {
+        Ok(root) => {
+            let sets = mirror_sets::read_mirror_sets(&mut r, &root, CLUSTER_SETS);
+            doc.mirror_sets.extend(sets);
+        }
+        Err(e) => r.error(e.pos, CLUSTER_SETS, e.message),
+    }
+    diags.list.extend(r.diags.list.into_iter().map(|mut d| {
+        d.pos = crate::yaml::Pos { line: 1, col: 1 };
+        d
+    }));
+}
+
+/// How findings name the cluster's own mirror sets.
+const CLUSTER_SETS: &str = "cluster mirror sets";
+
 /// One top-level key into `doc`: a key of K3s, RKE or Anthos it knows, or of this product.
 fn read_key(r: &mut Reader, doc: &mut Document, key: &Node, value: &Node) {
     let name = key.as_str().unwrap_or_default();
@@ -253,7 +276,7 @@ fn read_key(r: &mut Reader, doc: &mut Document, key: &Node, value: &Node) {
                 }
             }
         }
-        "imageMirrorSets" => doc.mirror_sets = mirror_sets::read_mirror_sets(r, value),
+        "imageMirrorSets" => doc.mirror_sets = mirror_sets::read_mirror_sets(r, value, name),
         "unpullable" => match r.string(value, name) {
             Some(s) if s.value == "refuse" => doc.unpullable_warn = Some(false),
             Some(s) if s.value == "warn" => doc.unpullable_warn = Some(true),

@@ -51,7 +51,11 @@ pub struct TaskLabel {
 }
 
 /// The background tasks that are run again when they panic (`task_restarts_total`).
-pub const TASKS: [&str; 2] = ["pull_secret_resync", "policy_file_watch"];
+pub const TASKS: [&str; 3] = [
+    "pull_secret_resync",
+    "policy_file_watch",
+    "image_mirror_sets_watch",
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FetchLabel {
