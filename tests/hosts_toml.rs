@@ -195,6 +195,9 @@ fn docker_hub_and_directory_names() {
     ] {
         let d = decide(&p, image, None);
         assert_eq!(d.result.as_deref(), Some(want), "{image}: {}", d.reason);
+        // A second pass leaves it, though `_default` would take any registry.
+        let again = decide(&p, want, None);
+        assert!(!again.changed(), "{want}: {}", again.reason);
     }
     assert_eq!(
         sources(&p, "quay.io/a/b:1"),

@@ -907,3 +907,86 @@ fn parse_short_name_values_and_names() {
         assert_eq!(Policy::load(&y).is_ok(), valid, "short name {name:?}");
     }
 }
+
+#[test]
+fn a_rewritten_image_stays_even_under_its_own_source() {
+    let y = "registries.conf: |\n  [[registry]]\n  location = \"example.com\"\n  [[registry.mirror]]\n  location = \"example.com/mirror\"\n";
+    let p = Policy::load(y).unwrap().policy;
+    let d = decide(&p, "example.com/app:1", None);
+    assert_eq!(
+        d.result.as_deref(),
+        Some("example.com/mirror/app:1"),
+        "{}",
+        d.reason
+    );
+    let again = decide(&p, "example.com/mirror/app:1", None);
+    assert!(!again.changed(), "{}", again.reason);
+    assert!(
+        again.reason.contains("already a pull source"),
+        "{}",
+        again.reason
+    );
+}
+
+#[test]
+fn several_search_registries_take_the_first_with_a_warning_or_the_first_that_has_it() {
+    let y = "registries.conf: |\n  unqualified-search-registries = [\"registry.example.com\", \"docker.io\"]\nverify: {enabled: true}\n";
+    let p = Policy::load(y).unwrap().policy;
+    let d = decide(&p, "team/app:1", None);
+    assert_eq!(d.result.as_deref(), Some("registry.example.com/team/app:1"));
+    let warning = d.warning.unwrap();
+    assert!(
+        warning.contains("ambiguous") && warning.contains("registry.example.com, docker.io"),
+        "{warning}"
+    );
+    // verify asks each registry in order; the second has it.
+    let candidates = image_mirror_webhook::rewrite::candidates(&p, "team/app:1");
+    let hosts: Vec<&str> = candidates.iter().map(|c| c.host.as_str()).collect();
+    assert_eq!(hosts, ["registry.example.com", "docker.io"]);
+    assert_eq!(
+        candidates[1].manifest_url,
+        "https://registry-1.docker.io/v2/team/app/manifests/1"
+    );
+    let verdict = image_mirror_webhook::verdict::Verdict {
+        chosen: Some(1),
+        ..Default::default()
+    };
+    let d = decide(&p, "team/app:1", Some(&verdict));
+    assert_eq!(
+        d.result.as_deref(),
+        Some("docker.io/team/app:1"),
+        "{}",
+        d.reason
+    );
+    assert!(d.warning.is_none());
+}
+
+#[test]
+fn a_short_name_made_whole_goes_on_to_the_other_rules() {
+    let y = "registries.conf: |\n  unqualified-search-registries = [\"docker.io\"]\nmirrors:\n  docker.io:\n    endpoint: [\"https://mirror.example.com\"]\n";
+    let p = Policy::load(y).unwrap().policy;
+    let d = decide(&p, "nginx:1.27", None);
+    assert_eq!(
+        d.result.as_deref(),
+        Some("mirror.example.com/library/nginx:1.27"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(d.image, "nginx:1.27");
+    assert!(
+        d.reason
+            .starts_with("short name nginx is searched in docker.io"),
+        "{}",
+        d.reason
+    );
+    assert!(!decide(&p, "mirror.example.com/library/nginx:1.27", None).changed());
+    // Without a mirror for it, the whole name is written: what CRI-O pulls.
+    let d = decide(&p, "quay.io/org/app:1", None);
+    assert!(!d.changed());
+    let y = "registries.conf: |\n  unqualified-search-registries = [\"quay.io\"]\n";
+    let p = Policy::load(y).unwrap().policy;
+    assert_eq!(
+        decide(&p, "org/app:1", None).result.as_deref(),
+        Some("quay.io/org/app:1")
+    );
+}

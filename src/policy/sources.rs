@@ -210,6 +210,31 @@ impl Sources {
             && self.default_hosts.is_none()
     }
 
+    /// The entry whose pull source a reference already is, when no entry names it more exactly:
+    /// a rewritten image (a Pod made from a rewritten Deployment) stays as it is.
+    pub fn output_of(&self, reference: &Reference) -> Option<&str> {
+        let name = reference.name();
+        let entries = self
+            .registries
+            .iter()
+            .chain(self.hosts.values())
+            .chain(self.default_hosts.as_ref());
+        let (len, origin) = entries
+            .flat_map(|r| {
+                let primary = Some(&r.endpoint).filter(|e| e.location != r.prefix);
+                r.mirrors.iter().chain(primary)
+            })
+            .filter(|e| !e.location.is_empty())
+            .filter_map(|e| Some((ref_matching_prefix(&name, &e.location)?, e.origin.as_str())))
+            .max_by_key(|(len, _)| *len)?;
+        let own = match self.find(&name) {
+            Some(r) => r.prefix.len(),
+            None if self.hosts.contains_key(reference.domain()) => reference.domain().len(),
+            None => 0,
+        };
+        (len > own).then_some(origin)
+    }
+
     /// The entry that decides a reference: registries.conf's longest prefix, else the
     /// registry's hosts.toml, else `_default` (made for this registry).
     pub fn entry_for(&self, reference: &Reference) -> Option<std::borrow::Cow<'_, SourceRegistry>> {

@@ -97,9 +97,19 @@ fn decide_inner(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Deci
     };
     match route(policy, image, &reference) {
         Err(stay) => Decision::unchanged(image, &reference, stay),
-        Ok(Route::Sources(plan)) => {
-            from_sources(image, &reference, plan, verdict, policy.verify.pin_digest)
-        }
+        Ok(Route::Sources(plan)) => match plan.qualified_only() {
+            // A short name made whole that no entry names: the other rules decide the whole name.
+            Some((qualified, how)) => {
+                let mut d = decide_inner(policy, &qualified, verdict);
+                d.reason = format!("{how}; {}", d.reason);
+                d.normalized = Some(reference.to_string());
+                if d.result.is_some() {
+                    d.image = image.to_owned();
+                }
+                d
+            }
+            None => from_sources(image, &reference, plan, verdict, policy.verify.pin_digest),
+        },
         Ok(Route::Mirror(mirror)) => {
             through_mirror(mirror, image, &reference, verdict, policy.verify.pin_digest)
         }
@@ -321,6 +331,7 @@ fn from_sources(
                 ..Decision::unchanged(image, reference, why.into())
             }
         }
+        sources::Plan::Stays(why) => return Decision::unchanged(image, reference, why.into()),
         sources::Plan::None => {
             return Decision::unchanged(image, reference, String::from("no source applies").into())
         }
@@ -463,6 +474,10 @@ pub fn candidates(policy: &Policy, image: &str) -> Vec<Candidate> {
     let domain = reference.domain();
     let manifest = reference.digest().or(reference.tag()).unwrap_or("latest");
     match route {
+        Route::Sources(plan) if plan.qualified_only().is_some() => {
+            let qualified = plan.qualified_only().map(|(q, _)| q).unwrap_or_default();
+            candidates(policy, &qualified)
+        }
         Route::Sources(sources::Plan::Sources { sources, .. }) => {
             sources::candidates(policy, &sources)
         }

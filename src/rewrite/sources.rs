@@ -26,6 +26,25 @@ pub(super) enum Plan {
         ambiguous: bool,
     },
     Refused(String),
+    /// Already a pull source of these files: left as it is, so a second pass changes nothing.
+    Stays(String),
+}
+
+impl Plan {
+    /// A short name qualified to one name that no entry of these files names, and how.
+    pub fn qualified_only(&self) -> Option<(String, String)> {
+        match self {
+            Plan::Sources {
+                sources,
+                short_name: Some(how),
+                ..
+            } => match sources.as_slice() {
+                [only] if only.entry.is_none() => Some((only.reference.to_string(), how.clone())),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 pub(super) fn plan(policy: &Policy, image: &str, reference: &Reference) -> Plan {
@@ -39,6 +58,8 @@ pub(super) fn plan(policy: &Policy, image: &str, reference: &Reference) -> Plan 
             Ok(q) => q,
             Err(why) => return Plan::Refused(why),
         }
+    } else if let Some(origin) = sources.output_of(reference) {
+        return Plan::Stays(format!("already a pull source of {origin}"));
     } else {
         (vec![reference.clone()], None)
     };
