@@ -45,12 +45,16 @@ pub enum Status {
     Excluded,
     /// Not a valid reference.
     Invalid,
+    /// No source could serve it: admission would refuse the Pod (or warn, `unpullable: warn`).
+    Refused,
 }
 
 impl Status {
     fn of(d: &Decision) -> Status {
         if d.error.is_some() {
             Status::Invalid
+        } else if d.denied {
+            Status::Refused
         } else if d.excluded {
             Status::Excluded
         } else if d.changed() {
@@ -66,6 +70,7 @@ impl Status {
             Status::Unchanged => "unchanged",
             Status::Excluded => "excluded",
             Status::Invalid => "invalid",
+            Status::Refused => "refused",
         }
     }
 }
@@ -149,6 +154,8 @@ pub struct Counts {
     pub missing: usize,
     pub invalid: usize,
     pub excluded: usize,
+    /// Images admission would refuse: no source the node would try can serve them.
+    pub refused: usize,
 }
 
 impl Counts {
@@ -158,6 +165,7 @@ impl Counts {
         self.missing += usize::from(i.mirror.as_ref().is_some_and(|m| m.result == "missing"));
         self.invalid += usize::from(i.status == Status::Invalid);
         self.excluded += usize::from(i.status == Status::Excluded);
+        self.refused += usize::from(i.status == Status::Refused);
     }
 }
 
@@ -334,6 +342,8 @@ pub enum FailOn {
     Invalid,
     /// Any image would be rewritten.
     Change,
+    /// Admission would refuse an image (registries.conf `blocked`, NeverContactSource, short names).
+    Refused,
 }
 
 impl AuditReport {
@@ -352,6 +362,7 @@ impl AuditReport {
                 ),
                 FailOn::Invalid => (self.totals.invalid, "are invalid references"),
                 FailOn::Change => (self.totals.would_change, "would be rewritten"),
+                FailOn::Refused => (self.totals.refused, "would be refused at admission"),
             };
             if n > 0 {
                 out.push(format!("{n} image(s) {what}"));
@@ -402,8 +413,12 @@ impl AuditReport {
     /// The totals in one sentence, the two counts that matter most set off by `strong`.
     fn headline(&self, strong: &str, unchecked: &str) -> String {
         let t = &self.totals;
+        let refused = match t.refused {
+            0 => String::new(),
+            n => format!(", {strong}{n} refused{strong}"),
+        };
         format!(
-            "{} workloads, {} images: {strong}{} would change{strong}, {strong}{} missing in their mirror{strong}{}, {} invalid, {} excluded",
+            "{} workloads, {} images: {strong}{} would change{strong}, {strong}{} missing in their mirror{strong}{}, {} invalid, {} excluded{refused}",
             t.workloads,
             t.images,
             t.would_change,

@@ -667,3 +667,36 @@ async fn bad_usage_exits_2_and_a_bad_policy_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a valid policy"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_admission_would_refuse_are_counted_and_can_fail_the_audit() {
+    let api = FakeApi::start().await;
+    api.put_workload(workload(
+        "Deployment",
+        "apps/v1",
+        "a",
+        "ubi",
+        &["registry.redhat.io/ubi9/ubi:9.4", "nginx:1.27"],
+        None,
+    ));
+    let policy = "imageMirrorSets:\n  - apiVersion: config.openshift.io/v1\n    kind: ImageDigestMirrorSet\n    metadata: {name: release}\n    spec:\n      imageDigestMirrors:\n        - source: registry.redhat.io/ubi9\n          mirrors: [mirror.example.com/ubi9]\n          mirrorSourcePolicy: NeverContactSource\n";
+    let run = Run::new(&api, policy);
+    let (report, out) = run.json(&[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["totals"]["refused"], 1, "{report}");
+    let refused = image(&report, "registry.redhat.io/ubi9/ubi:9.4", "refused");
+    assert_eq!(refused["denied"], true);
+    assert!(refused["reason"]
+        .as_str()
+        .unwrap()
+        .contains("ImageDigestMirrorSet/release"));
+    let out = run.audit(&["-o", "json", "--fail-on", "refused"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 image(s) would be refused at admission")
+    );
+}
