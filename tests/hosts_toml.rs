@@ -4,8 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use std::sync::Arc;
+
+use common::fake_registry::FakeRegistry;
 use image_mirror_webhook::policy::{Policy, Severity};
 use image_mirror_webhook::rewrite::decide;
+use image_mirror_webhook::verify::{Access, Checker};
 
 const DIGEST: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
@@ -248,4 +254,56 @@ fn invalid_files_are_errors_that_say_what_containerd_would_do() {
     )]);
     let e = Policy::load(&y).unwrap_err();
     assert!(e.to_string().contains("drops every mirror"), "{e}");
+}
+
+/// As containerd's resolver test: a host's `[header]` reaches that host (and no other), so a
+/// mirror that needs it answers verify, and the server's own headers stay the server's.
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_reach_their_host_in_verify() {
+    let mirror = FakeRegistry::start().await;
+    mirror.add("org/app");
+    mirror.require_header("x-mirror-key", "m-123");
+    let server = FakeRegistry::start().await;
+    server.add("org/app");
+    server.require_header("x-server-key", "s-456");
+    let hosts = format!(
+        "server = \"http://{}\"\n[header]\n  x-server-key = \"s-456\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  [host.\"http://{}\".header]\n    x-mirror-key = [\"m-123\"]\n",
+        server.host(),
+        mirror.host(),
+        mirror.host()
+    );
+    let y = format!(
+        "{}verify: {{enabled: true, timeout: 2s}}\n",
+        certs_d(&[("ghcr.io", &hosts)])
+    );
+    let p = Arc::new(load(&y).policy);
+    let checker = Checker::new(Access::default());
+    let image = "ghcr.io/org/app:1".to_owned();
+    let v = checker
+        .verify(&p, std::slice::from_ref(&image))
+        .await
+        .remove(&image)
+        .unwrap();
+    assert_eq!(v.chosen, Some(0), "{:?}", v.tried);
+    let d = decide(&p, &image, Some(&v));
+    assert_eq!(d.result, Some(format!("{}/org/app:1", mirror.host())));
+    // The mirror loses the image: the server answers, with its own header.
+    let gone = FakeRegistry::start().await;
+    let y = y.replace(&mirror.host(), &gone.host());
+    let p = Arc::new(load(&y).policy);
+    let v = checker
+        .verify(&p, std::slice::from_ref(&image))
+        .await
+        .remove(&image)
+        .unwrap();
+    assert_eq!(v.chosen, Some(1), "{:?}", v.tried);
+    // Without the header the server refuses: the header is what made it answer.
+    let y = y.replace("x-server-key = \"s-456\"", "x-other = \"1\"");
+    let p = Arc::new(load(&y).policy);
+    let v = Checker::new(Access::default())
+        .verify(&p, std::slice::from_ref(&image))
+        .await
+        .remove(&image)
+        .unwrap();
+    assert_eq!(v.chosen, None, "{:?}", v.tried);
 }

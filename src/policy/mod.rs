@@ -66,6 +66,8 @@ pub struct RegistryConfig {
     pub credentials_secret: Option<String>,
     /// Tokens from ECR's GetAuthorizationToken, for an ECR registry.
     pub ecr: Option<EcrSource>,
+    /// Headers sent with every request to the host (hosts.toml `[header]`), for verify.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Where an ECR registry's tokens come from.

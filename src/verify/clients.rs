@@ -48,6 +48,19 @@ impl Clients {
             if tls.insecure_skip_verify {
                 b = b.danger_accept_invalid_certs(true);
             }
+            if !cfg.headers.is_empty() {
+                let mut map = reqwest::header::HeaderMap::new();
+                for (name, value) in &cfg.headers {
+                    // Checked when the policy loaded; one that still fails is left out.
+                    if let (Ok(n), Ok(v)) = (
+                        reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                        reqwest::header::HeaderValue::from_str(value),
+                    ) {
+                        map.append(n, v);
+                    }
+                }
+                b = b.default_headers(map);
+            }
         }
         let client = b.build().map_err(ClientError::Build)?;
         lock(&self.by_host).insert(host.to_owned(), client.clone());

@@ -28,6 +28,8 @@ struct Inner {
     digest_heads: usize,
     /// Tags still answer, but manifests asked for by digest are gone (a stale pull-through cache).
     digests_lost: bool,
+    /// A header every request must carry, or 403.
+    required_header: Option<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -55,6 +57,10 @@ impl FakeRegistry {
 
     pub fn add(&self, repo: &str) {
         self.inner.lock().unwrap().present.insert(repo.to_owned());
+    }
+
+    pub fn require_header(&self, name: &str, value: &str) {
+        self.inner.lock().unwrap().required_header = Some((name.to_owned(), value.to_owned()));
     }
 
     pub fn fail_with(&self, code: u16) {
@@ -115,6 +121,11 @@ async fn manifest(
     let by_digest = reference.starts_with("sha256:");
     let (delay, fail, login, present) = {
         let mut i = inner.lock().unwrap();
+        if let Some((name, value)) = &i.required_header {
+            if headers.get(name.as_str()).and_then(|v| v.to_str().ok()) != Some(value.as_str()) {
+                return StatusCode::FORBIDDEN.into_response();
+            }
+        }
         *i.heads.entry(repo.to_owned()).or_default() += 1;
         i.digest_heads += usize::from(by_digest);
         (

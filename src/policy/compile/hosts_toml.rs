@@ -16,6 +16,15 @@ const CONFIG_PATH: &str = "/etc/containerd/certs.d";
 pub(super) fn compile(d: &mut Diagnostics, docs: &[HostsDoc], parts: &mut Parts) {
     for doc in docs {
         let dir = &doc.dir.value;
+        if dir.starts_with('.') {
+            d.warning(
+                doc.dir.pos,
+                "certs.d",
+                format!("`{dir}` is a domain directory of newer containerd releases, which the webhook does not read"),
+                Some("name the registry's own directory (host or host_port_), or use _default".into()),
+            );
+            continue;
+        }
         let registry = match dir.as_str() {
             "_default" => None,
             _ => match registry_of(dir) {
@@ -148,6 +157,7 @@ fn endpoint(
         parts.insecure.insert(bare.clone());
     }
     tls(&mut parts.configs, &bare, h, &parts_dir(origin));
+    headers(d, &mut parts.configs, &bare, h, origin);
     Some(SourceEndpoint {
         location,
         insecure: scheme == "http" || h.skip_verify == Some(true),
@@ -244,5 +254,46 @@ fn tls(
     }
     if h.skip_verify == Some(true) {
         config.tls.insecure_skip_verify = true;
+    }
+}
+
+/// `[header]`: sent by verify with each request to the host, its token requests included, as
+/// containerd sends them. A name or value HTTP cannot carry is an error.
+fn headers(
+    d: &mut Diagnostics,
+    configs: &mut std::collections::HashMap<String, RegistryConfig>,
+    host: &str,
+    h: &HostEntryDoc,
+    origin: &str,
+) {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let mut valid = Vec::new();
+    for (name, values) in &h.header {
+        if name.value.is_empty() || !name.value.bytes().all(token) {
+            d.error(
+                name.pos,
+                origin,
+                format!("`{}` is not a valid header name", name.value),
+            );
+            continue;
+        }
+        for v in values {
+            if v.bytes().any(|b| b < b' ' && b != b'\t' || b == 0x7f) {
+                d.error(
+                    name.pos,
+                    origin,
+                    format!("header {} has a value HTTP cannot carry", name.value),
+                );
+                continue;
+            }
+            valid.push((name.value.clone(), v.clone()));
+        }
+    }
+    if !valid.is_empty() {
+        configs
+            .entry(host.to_owned())
+            .or_default()
+            .headers
+            .extend(valid);
     }
 }

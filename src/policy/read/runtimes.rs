@@ -36,6 +36,7 @@ const HOST_KEYS: &[&str] = &[
     "client",
     "header",
     "dial_timeout",
+    "dial_addr",
 ];
 
 /// `registries.conf: |` and its text.
@@ -282,7 +283,7 @@ fn read_host_key(
                 ));
             }
         }
-        "dial_timeout" => {}
+        "dial_timeout" | "dial_addr" => {}
         _ => t.unknown(pos, key, path, HOST_KEYS),
     }
 }
