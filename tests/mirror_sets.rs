@@ -451,7 +451,7 @@ fn check_notes_each_derived_entry() {
         .map(|d| d.message.clone())
         .collect();
     assert!(
-        notes.iter().any(|n| n == "registry-a.com/team: pulled from mirror.example.com/team (digest-only pulls), then registry-a.com/team blocked"),
+        notes.iter().any(|n| n == "registry-a.com/team: pulled from mirror.example.com/team (digest-only pulls), then registry-a.com/team (blocked)"),
         "{notes:?}"
     );
     assert!(

@@ -72,14 +72,21 @@ fn policy_text() -> impl Strategy<Value = String> {
         "",
         "kci:\n  enabled: always\n  dnsConfig: {nameservers: [1.1.1.1]}\n",
     ]);
-    (hub, quay, star, rest, configs, kci).prop_map(|(h, q, s, r, c, k)| {
+    // The runtimes' own files, which decide before the rest where they match.
+    let runtimes = prop::sample::select(vec![
+        "",
+        "registries.conf: |\n  unqualified-search-registries = [\"docker.io\", \"quay.io\"]\n  [[registry]]\n  prefix = \"docker.io/library\"\n  location = \"docker.io/library\"\n  [[registry.mirror]]\n  location = \"mirror.example.com/hub\"\n  [[registry]]\n  prefix = \"*.example.com\"\n  [[registry.mirror]]\n  location = \"cache.example.com/any\"\n",
+        "certs.d:\n  docker.io: |\n    [host.\"https://harbor.example.com/v2/hub\"]\n      override_path = true\n  _default: |\n    [host.\"https://cache.example.com\"]\n",
+        "imageMirrorSets:\n  - apiVersion: config.openshift.io/v1\n    kind: ImageTagMirrorSet\n    metadata: {name: t}\n    spec:\n      imageTagMirrors:\n        - source: docker.io\n          mirrors: [\"tags.example.com/hub\"]\n",
+    ]);
+    (hub, quay, star, rest, configs, kci, runtimes).prop_map(|(h, q, s, r, c, k, rt)| {
         let mirrors = format!("{h}{q}{s}");
         let mirrors = if mirrors.is_empty() {
             String::new()
         } else {
             format!("mirrors:\n{mirrors}")
         };
-        format!("{mirrors}{r}{c}{k}")
+        format!("{mirrors}{r}{c}{k}{rt}")
     })
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 mod patch;
 mod pod;
 mod serverless;
+mod warnings;
 
 use json_patch::{Patch, PatchOperation, ReplaceOperation};
 use serde::Serialize;
@@ -17,17 +18,13 @@ use serde_json::Value;
 use crate::policy::Policy;
 use crate::rewrite::{decide, Decision};
 use patch::pointer;
+use warnings::{rewrite_warning, warn_of_verdict};
 
 pub use pod::*;
 pub use serverless::serverless;
 
 pub const SKIP_LABEL: &str = "image-mirror-webhook.io/skip";
 pub const ORIGINAL_IMAGES: &str = "image-mirror-webhook.io/original-images";
-/// The API server may cut warnings past 256 characters; kubectl prints each on one line.
-const MAX_WARNING: usize = 256;
-/// Warnings sent with one answer; past it one line says how many more there were. The API server
-/// keeps at most 4 KiB of warnings per request and drops duplicates; so does this.
-const MAX_WARNINGS: usize = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldDecision {
@@ -111,28 +108,6 @@ pub struct Mutation {
 }
 
 impl Mutation {
-    /// Adds a warning, once, while there is room; past it only counts it.
-    pub fn warn(&mut self, warning: String) {
-        let warning = clip(warning);
-        if self.warnings.contains(&warning) {
-            return;
-        }
-        match self.warnings.len() < MAX_WARNINGS {
-            true => self.warnings.push(warning),
-            false => self.more_warnings += 1,
-        }
-    }
-
-    /// Ends the warnings with how many were left out.
-    fn close_warnings(&mut self) {
-        if self.more_warnings > 0 {
-            let more = std::mem::take(&mut self.more_warnings);
-            self.warnings.push(format!(
-                "... and {more} more warnings (the dry-run lists every decision)"
-            ));
-        }
-    }
-
     pub fn is_empty(&self) -> bool {
         self.patch.0.is_empty()
     }
@@ -342,13 +317,7 @@ fn decide_fields(
             m.warn(format!("{list} {name}: invalid image \"{image}\": {err}"));
         }
         if decision.denied {
-            let (list, name, image) = (singular(f.list), f.name, f.image);
-            let why = format!("{list} {name}: image \"{image}\": {}", decision.reason);
-            if policy.unpullable_warn {
-                m.warn(why);
-            } else {
-                m.refusals.push(why);
-            }
+            warnings::refuse_or_warn(m, policy, f, &decision);
         } else if let Some(w) = decision.warning.as_ref().filter(|_| policy.warnings) {
             m.warn(format!("image {}: {w}", f.image));
         }
@@ -371,25 +340,6 @@ fn decide_fields(
         });
     }
     pulled
-}
-
-/// What `verify` found that the user should hear: no mirror has the image, or it is not pinned.
-fn warn_of_verdict(
-    m: &mut Mutation,
-    policy: &Policy,
-    image: &str,
-    decision: &Decision,
-    verdict: Option<&crate::verdict::Verdict>,
-) {
-    if verdict.is_some_and(|v| v.chosen.is_none() && !v.tried.is_empty()) {
-        m.warn(format!(
-            "image {image}: no mirror has it; pulled from its own registry"
-        ));
-    } else if decision.changed()
-        && crate::rewrite::unpinned(policy.verify.pin_digest, image.contains('@'), verdict)
-    {
-        m.warn(format!("image {image}: {}", crate::rewrite::NOT_PINNED));
-    }
 }
 
 /// The annotations a created pod gets: the original images, and each serverless profile's.
@@ -508,60 +458,5 @@ fn singular(list: &str) -> &str {
         "initContainers" => "init container",
         "ephemeralContainers" => "ephemeral container",
         _ => "volume",
-    }
-}
-
-/// "image X rewritten to Y", within `MAX_WARNING`: the new reference, what a user needs to find
-/// the image on the mirror, is kept whole; the original is shortened first.
-fn rewrite_warning(image: &str, result: &str) -> String {
-    const SHAPE: usize = "image  rewritten to ".len();
-    let room = MAX_WARNING.saturating_sub(SHAPE + result.len());
-    if image.len() <= room {
-        return format!("image {image} rewritten to {result}");
-    }
-    let mut end = room.saturating_sub(3);
-    while !image.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("image {}... rewritten to {result}", &image[..end])
-}
-
-fn clip(mut s: String) -> String {
-    if s.len() > MAX_WARNING {
-        let mut end = MAX_WARNING - 3;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push_str("...");
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rewrite_warnings_keep_the_new_reference_whole() {
-        let short = rewrite_warning("nginx:1.25", "mirror.example.com/library/nginx:1.25");
-        assert_eq!(
-            short,
-            "image nginx:1.25 rewritten to mirror.example.com/library/nginx:1.25"
-        );
-        // Two long references: the new one whole, the original shortened, within the limit.
-        let image = format!("quay.io/{}app:1", "team/".repeat(28));
-        let result = format!("mirror.example.com:5000/quay/{}app:1", "team/".repeat(28));
-        let warning = rewrite_warning(&image, &result);
-        assert!(warning.len() <= MAX_WARNING, "{} {warning}", warning.len());
-        assert!(
-            warning.ends_with(&format!(" rewritten to {result}")),
-            "{warning}"
-        );
-        assert!(warning.starts_with("image quay.io/team/"), "{warning}");
-        assert!(warning.contains("... rewritten to"), "{warning}");
-        let fits = rewrite_warning(&"a".repeat(100), &"b".repeat(120));
-        assert!(fits.len() <= MAX_WARNING, "{}", fits.len());
-        assert!(fits.contains(&"b".repeat(120)));
     }
 }

@@ -1,6 +1,7 @@
 //! One image reference in, one decision out: where the image will be pulled from and why.
 //! Pure: the policy and the text decide everything.
 
+mod short_names;
 mod sources;
 
 use std::borrow::Cow;
@@ -49,7 +50,7 @@ impl Decision {
         self.result.as_deref().is_some_and(|r| r != self.image)
     }
 
-    fn unchanged(image: &str, reference: &Reference, stay: Stay) -> Self {
+    pub(super) fn unchanged(image: &str, reference: &Reference, stay: Stay) -> Self {
         Decision {
             image: image.to_owned(),
             normalized: Some(reference.to_string()),
@@ -76,7 +77,7 @@ pub fn decide(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Decisi
     d
 }
 
-fn decide_inner(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Decision {
+pub(super) fn decide_inner(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Decision {
     let reference = match Reference::parse(image) {
         Ok(r) => r,
         Err(e) => {
@@ -97,19 +98,7 @@ fn decide_inner(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Deci
     };
     match route(policy, image, &reference) {
         Err(stay) => Decision::unchanged(image, &reference, stay),
-        Ok(Route::Sources(plan)) => match plan.qualified_only() {
-            // A short name made whole that no entry names: the other rules decide the whole name.
-            Some((qualified, how)) => {
-                let mut d = decide_inner(policy, &qualified, verdict);
-                d.reason = format!("{how}; {}", d.reason);
-                d.normalized = Some(reference.to_string());
-                if d.result.is_some() {
-                    d.image = image.to_owned();
-                }
-                d
-            }
-            None => from_sources(image, &reference, plan, verdict, policy.verify.pin_digest),
-        },
+        Ok(Route::Sources(plan)) => by_sources(policy, image, &reference, plan, verdict),
         Ok(Route::Mirror(mirror)) => {
             through_mirror(mirror, image, &reference, verdict, policy.verify.pin_digest)
         }
@@ -143,6 +132,32 @@ fn decide_inner(policy: &Policy, image: &str, verdict: Option<&Verdict>) -> Deci
     }
 }
 
+/// The decision by the runtimes' own files.
+fn by_sources(
+    policy: &Policy,
+    image: &str,
+    reference: &Reference,
+    plan: sources::Plan,
+    verdict: Option<&Verdict>,
+) -> Decision {
+    match plan {
+        sources::Plan::Sources(list) => {
+            sources::decide(image, reference, &list, verdict, policy.verify.pin_digest)
+        }
+        sources::Plan::ShortName { qualified, how } => {
+            short_names::decide(policy, image, reference, &qualified, &how, verdict)
+        }
+        sources::Plan::Refused(why) => Decision {
+            denied: true,
+            ..Decision::unchanged(image, reference, why.into())
+        },
+        sources::Plan::Stays(why) => Decision::unchanged(image, reference, why.into()),
+        sources::Plan::None => {
+            Decision::unchanged(image, reference, String::from("no source applies").into())
+        }
+    }
+}
+
 /// Where a reference goes under the policy, before any endpoint is chosen.
 enum Route<'p> {
     /// By registries.conf, hosts.toml or a mirror set: these come first, since they may name
@@ -153,7 +168,7 @@ enum Route<'p> {
 }
 
 /// Why a reference stays as it is.
-struct Stay {
+pub(super) struct Stay {
     reason: String,
     excluded: bool,
 }
@@ -190,12 +205,12 @@ fn route<'p>(policy: &'p Policy, image: &str, reference: &Reference) -> Result<R
             });
         }
     }
+    if policy.own_registries.contains(domain) {
+        return Err(format!("{domain} is already a mirror of this policy").into());
+    }
     match sources::plan(policy, image, reference) {
         sources::Plan::None => {}
         plan => return Ok(Route::Sources(plan)),
-    }
-    if policy.own_registries.contains(domain) {
-        return Err(format!("{domain} is already a mirror of this policy").into());
     }
     if let Some(mirror) = policy.mirror_for(domain) {
         return Ok(Route::Mirror(mirror));
@@ -224,7 +239,7 @@ pub fn unpinned(pin: bool, has_digest: bool, verdict: Option<&Verdict>) -> bool 
 }
 
 /// With `verify.pinDigest`, the digest the mirror answered is added to a reference without one.
-fn pinned(
+pub(super) fn pinned(
     candidate: String,
     reference: &Reference,
     verdict: Option<&Verdict>,
@@ -311,88 +326,6 @@ fn through_mirror(
     )
 }
 
-/// The source the node would pull from: its first, or with `verify` the first that has the image.
-fn from_sources(
-    image: &str,
-    reference: &Reference,
-    plan: sources::Plan,
-    verdict: Option<&Verdict>,
-    pin: bool,
-) -> Decision {
-    let (sources, short_name, ambiguous) = match plan {
-        sources::Plan::Sources {
-            sources,
-            short_name,
-            ambiguous,
-        } => (sources, short_name, ambiguous),
-        sources::Plan::Refused(why) => {
-            return Decision {
-                denied: true,
-                ..Decision::unchanged(image, reference, why.into())
-            }
-        }
-        sources::Plan::Stays(why) => return Decision::unchanged(image, reference, why.into()),
-        sources::Plan::None => {
-            return Decision::unchanged(image, reference, String::from("no source applies").into())
-        }
-    };
-    let (index, found) = match verdict {
-        None => (0, None),
-        Some(Verdict {
-            chosen: Some(i), ..
-        }) => (*i, Some(true)),
-        Some(_) => (0, Some(false)),
-    };
-    let Some(chosen) = sources.get(index).or(sources.first()) else {
-        return Decision::unchanged(image, reference, String::from("no source applies").into());
-    };
-    let mut reason = match &chosen.entry {
-        Some(entry) if sources.len() > 1 => format!(
-            "{entry}: the node tries {} sources; {} is {}",
-            sources.len(),
-            chosen.origin,
-            match found {
-                Some(true) => "the first that has the image",
-                Some(false) => "the first (verify: none has the image)",
-                None => "the first",
-            }
-        ),
-        Some(entry) => format!("{entry}: {} is its only source", chosen.origin),
-        None => "no entry applies to the qualified name".to_owned(),
-    };
-    if let Some(how) = &short_name {
-        reason = format!("{how}; {reason}");
-    }
-    if unpinned(pin, reference.digest().is_some(), verdict) {
-        reason = format!("{reason}; {NOT_PINNED}");
-    }
-    let candidate = pinned(chosen.reference.to_string(), reference, verdict, pin);
-    let rule = if chosen.origin.is_empty() {
-        short_name.as_deref().unwrap_or_default()
-    } else {
-        &chosen.origin
-    };
-    let mut decision = if candidate == image {
-        Decision::unchanged(image, reference, reason.into())
-    } else {
-        finish(
-            image,
-            reference,
-            candidate,
-            chosen.reference.domain(),
-            rule,
-            reason,
-        )
-    };
-    if ambiguous && verdict.is_none() {
-        decision.warning = Some(format!(
-            "{}: without verify the first registry is taken, where the node would try each",
-            short_name.unwrap_or_default()
-        ));
-    }
-    decision
-}
-
 /// The first rewrite rule (in file order) that matches the repository path replaces every match.
 fn rewrite_path<'a>(mirror: &'a Mirror, path: &'a str) -> (Cow<'a, str>, Option<&'a str>) {
     let first = match &mirror.rewrite_set {
@@ -425,7 +358,7 @@ fn rewrite_path<'a>(mirror: &'a Mirror, path: &'a str) -> (Cow<'a, str>, Option<
 
 /// Accepts a candidate only if it parses back to the intended registry, so a rewrite can never
 /// emit a reference the runtime would read differently.
-fn finish(
+pub(super) fn finish(
     image: &str,
     reference: &Reference,
     candidate: String,
@@ -474,13 +407,10 @@ pub fn candidates(policy: &Policy, image: &str) -> Vec<Candidate> {
     let domain = reference.domain();
     let manifest = reference.digest().or(reference.tag()).unwrap_or("latest");
     match route {
-        Route::Sources(plan) if plan.qualified_only().is_some() => {
-            let qualified = plan.qualified_only().map(|(q, _)| q).unwrap_or_default();
-            candidates(policy, &qualified)
+        Route::Sources(sources::Plan::ShortName { qualified, .. }) => {
+            short_names::candidates(policy, &qualified)
         }
-        Route::Sources(sources::Plan::Sources { sources, .. }) => {
-            sources::candidates(policy, &sources)
-        }
+        Route::Sources(sources::Plan::Sources(list)) => sources::candidates(policy, &list),
         Route::Sources(_) => Vec::new(),
         Route::Mirror(mirror) => {
             let (path, _) = rewrite_path(mirror, reference.path());

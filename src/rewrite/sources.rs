@@ -4,7 +4,9 @@
 use crate::policy::sources::{PullSource, SourceRegistry, Sources};
 use crate::policy::{Policy, Scheme};
 use crate::reference::{Reference, DOCKER_HUB};
-use crate::verdict::Candidate;
+use crate::verdict::{Candidate, Verdict};
+
+use super::{finish, pinned, unpinned, Decision, NOT_PINNED};
 
 /// One source the node would try, with the rule that made it.
 #[derive(Debug, Clone)]
@@ -12,39 +14,22 @@ pub(super) struct Planned {
     pub reference: Reference,
     pub origin: String,
     /// The registry entry it came from, for the reason.
-    pub entry: Option<String>,
+    pub entry: String,
 }
 
 /// The sources of one image, or why the node could pull it from none.
 pub(super) enum Plan {
     /// No entry of these files applies: the other rules decide.
     None,
-    Sources {
-        sources: Vec<Planned>,
-        /// Said of a short name: how it was qualified, and any ambiguity.
-        short_name: Option<String>,
-        ambiguous: bool,
+    Sources(Vec<Planned>),
+    /// A short name made whole, each name in the order the node would try them, and how.
+    ShortName {
+        qualified: Vec<Reference>,
+        how: String,
     },
     Refused(String),
     /// Already a pull source of these files: left as it is, so a second pass changes nothing.
     Stays(String),
-}
-
-impl Plan {
-    /// A short name qualified to one name that no entry of these files names, and how.
-    pub fn qualified_only(&self) -> Option<(String, String)> {
-        match self {
-            Plan::Sources {
-                sources,
-                short_name: Some(how),
-                ..
-            } => match sources.as_slice() {
-                [only] if only.entry.is_none() => Some((only.reference.to_string(), how.clone())),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
 }
 
 pub(super) fn plan(policy: &Policy, image: &str, reference: &Reference) -> Plan {
@@ -52,45 +37,21 @@ pub(super) fn plan(policy: &Policy, image: &str, reference: &Reference) -> Plan 
     if sources.is_empty() {
         return Plan::None;
     }
-    let short = !reference.domain_written() && sources.short_names;
-    let (qualified, short_name) = if short {
-        match qualify(sources, image, reference) {
-            Ok(q) => q,
-            Err(why) => return Plan::Refused(why),
-        }
-    } else if let Some(origin) = sources.output_of(reference) {
-        return Plan::Stays(format!("already a pull source of {origin}"));
-    } else {
-        (vec![reference.clone()], None)
-    };
-    let mut planned = Vec::new();
-    let mut refusals = Vec::new();
-    let mut matched = false;
-    for q in &qualified {
-        let Some(entry) = sources.entry_for(q) else {
-            planned.push(Planned {
-                reference: q.clone(),
-                origin: String::new(),
-                entry: None,
-            });
-            continue;
+    if !reference.domain_written() && sources.short_names {
+        return match qualify(sources, image, reference) {
+            Ok((qualified, how)) => Plan::ShortName { qualified, how },
+            Err(why) => Plan::Refused(why),
         };
-        matched = true;
-        match usable(sources, &entry, q) {
-            Ok(list) => planned.extend(list),
-            Err(why) => refusals.push(why),
-        }
     }
-    if !matched && !short {
+    if let Some(origin) = sources.output_of(reference) {
+        return Plan::Stays(format!("already a pull source of {origin}"));
+    }
+    let Some(entry) = sources.entry_for(reference) else {
         return Plan::None;
-    }
-    if planned.is_empty() {
-        return Plan::Refused(refusals.join("; "));
-    }
-    Plan::Sources {
-        ambiguous: short_name.is_some() && qualified.len() > 1,
-        sources: planned,
-        short_name,
+    };
+    match usable(sources, &entry, reference) {
+        Ok(list) => Plan::Sources(list),
+        Err(why) => Plan::Refused(why),
     }
 }
 
@@ -99,18 +60,18 @@ fn qualify(
     sources: &Sources,
     image: &str,
     reference: &Reference,
-) -> Result<(Vec<Reference>, Option<String>), String> {
+) -> Result<(Vec<Reference>, String), String> {
     let suffix = reference.suffix();
-    let written = &image[..image.len() - suffix.len()];
+    let written = image.strip_suffix(suffix.as_str()).unwrap_or(image);
     if let Some(alias) = sources.aliases.get(written) {
         if let Some(target) = &alias.target {
             let r = Reference::parse(&format!("{target}{suffix}")).map_err(|e| e.to_string())?;
             return Ok((
                 vec![r],
-                Some(format!(
+                format!(
                     "short name {written} is aliased to {target} ({})",
                     alias.origin
-                )),
+                ),
             ));
         }
     }
@@ -135,7 +96,7 @@ fn qualify(
             many.join(", ")
         ),
     };
-    Ok((qualified, Some(how)))
+    Ok((qualified, how))
 }
 
 /// The entry's pull sources the node would not refuse to contact, or why there are none.
@@ -154,7 +115,7 @@ fn usable(
         .map(|s: PullSource| Planned {
             reference: s.reference,
             origin: s.origin,
-            entry: Some(format!("{} (prefix {})", entry.origin(), entry.prefix)),
+            entry: format!("{} (prefix {})", entry.origin(), entry.prefix),
         })
         .collect();
     if !open.is_empty() {
@@ -183,29 +144,78 @@ fn usable(
 pub(super) fn candidates(policy: &Policy, sources: &[Planned]) -> Vec<Candidate> {
     sources
         .iter()
-        .map(|p| {
-            let host = p.reference.domain();
-            let api = if host == DOCKER_HUB {
-                "registry-1.docker.io"
-            } else {
-                host
-            };
-            let scheme = if policy.is_http(host) {
-                Scheme::Http
-            } else {
-                Scheme::Https
-            };
-            let root = format!("{}://{api}/v2", scheme.as_str());
-            let manifest = p
-                .reference
-                .digest()
-                .or(p.reference.tag())
-                .unwrap_or("latest");
-            Candidate {
-                host: host.to_owned(),
-                manifest_url: format!("{root}/{}/manifests/{manifest}", p.reference.path()),
-                endpoint_url: root,
-            }
-        })
+        .map(|p| direct(policy, &p.reference))
         .collect()
+}
+
+/// The manifest of a reference on its own registry.
+pub(super) fn direct(policy: &Policy, reference: &Reference) -> Candidate {
+    let host = reference.domain();
+    let api = if host == DOCKER_HUB {
+        "registry-1.docker.io"
+    } else {
+        host
+    };
+    let scheme = if policy.is_http(host) {
+        Scheme::Http
+    } else {
+        Scheme::Https
+    };
+    let root = format!("{}://{api}/v2", scheme.as_str());
+    let manifest = reference.digest().or(reference.tag()).unwrap_or("latest");
+    Candidate {
+        host: host.to_owned(),
+        manifest_url: format!("{root}/{}/manifests/{manifest}", reference.path()),
+        endpoint_url: root,
+    }
+}
+
+/// The source the node would pull from: its first, or with `verify` the first that has the image.
+pub(super) fn decide(
+    image: &str,
+    reference: &Reference,
+    sources: &[Planned],
+    verdict: Option<&Verdict>,
+    pin: bool,
+) -> Decision {
+    let (index, found) = match verdict {
+        None => (0, None),
+        Some(Verdict {
+            chosen: Some(i), ..
+        }) => (*i, Some(true)),
+        Some(_) => (0, Some(false)),
+    };
+    let Some(chosen) = sources.get(index).or(sources.first()) else {
+        return Decision::unchanged(image, reference, String::from("no source applies").into());
+    };
+    let entry = &chosen.entry;
+    let mut reason = if sources.len() > 1 {
+        let which = match found {
+            Some(true) => "the first that has the image",
+            Some(false) => "the first (verify: none has the image)",
+            None => "the first",
+        };
+        format!(
+            "{entry}: the node tries {} sources; {} is {which}",
+            sources.len(),
+            chosen.origin
+        )
+    } else {
+        format!("{entry}: {} is its only source", chosen.origin)
+    };
+    if unpinned(pin, reference.digest().is_some(), verdict) {
+        reason = format!("{reason}; {NOT_PINNED}");
+    }
+    let candidate = pinned(chosen.reference.to_string(), reference, verdict, pin);
+    if candidate == image {
+        return Decision::unchanged(image, reference, reason.into());
+    }
+    finish(
+        image,
+        reference,
+        candidate,
+        chosen.reference.domain(),
+        &chosen.origin,
+        reason,
+    )
 }

@@ -80,7 +80,7 @@ fn entry(d: &mut Diagnostics, doc: &HostsDoc, registry: &str, parts: &mut Parts)
         // No server: the registry itself, with every capability.
         None => Some(SourceEndpoint {
             location: registry.to_owned(),
-            origin: server_origin,
+            origin: file.clone(),
             pos: doc.dir.pos,
             ..SourceEndpoint::default()
         }),

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::policy::diagnostics::Diagnostics;
-use crate::policy::document::{MirrorSetDoc, MirrorSetKind};
+use crate::policy::document::{MirrorSetDoc, MirrorSetEntryDoc, MirrorSetKind};
 use crate::policy::sources::{PullFrom, SourceEndpoint, SourceRegistry, Sources};
 use crate::yaml::Pos;
 
@@ -32,67 +32,7 @@ pub(super) fn compile(d: &mut Diagnostics, sets: &[MirrorSetDoc], sources: &mut 
             _ => &mut digest,
         };
         for (i, e) in set.entries.iter().enumerate() {
-            let origin = format!("{} [{i}]", set.name);
-            let Some(source) = &e.source else {
-                d.error(e.pos, &origin, "a mirror set entry needs its `source`");
-                continue;
-            };
-            if !valid_scope(&source.value) {
-                d.error_hint(
-                    source.pos,
-                    &origin,
-                    format!("invalid source `{}`", source.value),
-                    Some("a registry, repository or namespace, or *.example.com".into()),
-                );
-                continue;
-            }
-            let mut bad = false;
-            for m in &e.mirrors {
-                if m.value.contains('*') || m.value.is_empty() {
-                    d.error(
-                        m.pos,
-                        &origin,
-                        format!("invalid mirror `{}`: mirrors cannot be wildcards", m.value),
-                    );
-                    bad = true;
-                }
-            }
-            let real = e.mirrors.iter().any(|m| m.value != source.value);
-            if e.never_contact_source.is_some() && !real {
-                d.error_hint(
-                    source.pos,
-                    &origin,
-                    format!(
-                        "mirrorSourcePolicy NeverContactSource for `{}` needs at least one mirror",
-                        source.value
-                    ),
-                    Some("add the mirrors the images come from, or drop the policy".into()),
-                );
-                bad = true;
-            }
-            if bad || !real {
-                continue;
-            }
-            let lists = family.entry(source.value.clone()).or_default();
-            match e.never_contact_source {
-                Some(at) => {
-                    lists.never_contact = true;
-                    lists.never_at.get_or_insert((at, origin.clone()));
-                }
-                None if set.kind != MirrorSetKind::ContentSource => {
-                    lists.allow_at.get_or_insert((e.pos, origin.clone()));
-                }
-                None => {}
-            }
-            for m in &e.mirrors {
-                lists
-                    .origins
-                    .entry(m.value.clone())
-                    .or_insert_with(|| (origin.clone(), m.pos));
-            }
-            lists
-                .lists
-                .push(e.mirrors.iter().map(|m| m.value.clone()).collect());
+            gather(d, set, e, &format!("{} [{i}]", set.name), family);
         }
     }
     for (source, lists) in digest.iter().chain(tag.iter()) {
@@ -110,6 +50,77 @@ pub(super) fn compile(d: &mut Diagnostics, sets: &[MirrorSetDoc], sources: &mut 
     add(&mut registries, &tag, PullFrom::TagOnly);
     inherit(&mut registries, digest.keys().chain(tag.keys()));
     sources.merge(registries);
+}
+
+/// One entry's mirrors into its family, after the MCO's checks (`addMirrorSet`: mirrors that
+/// only repeat the source are no mirror set).
+fn gather(
+    d: &mut Diagnostics,
+    set: &MirrorSetDoc,
+    e: &MirrorSetEntryDoc,
+    origin: &str,
+    family: &mut BTreeMap<String, Lists>,
+) {
+    let Some(source) = &e.source else {
+        d.error(e.pos, origin, "a mirror set entry needs its `source`");
+        return;
+    };
+    if !valid_scope(&source.value) {
+        d.error_hint(
+            source.pos,
+            origin,
+            format!("invalid source `{}`", source.value),
+            Some("a registry, repository or namespace, or *.example.com".into()),
+        );
+        return;
+    }
+    let mut bad = false;
+    for m in &e.mirrors {
+        if m.value.contains('*') || m.value.is_empty() {
+            d.error(
+                m.pos,
+                origin,
+                format!("invalid mirror `{}`: mirrors cannot be wildcards", m.value),
+            );
+            bad = true;
+        }
+    }
+    let real = e.mirrors.iter().any(|m| m.value != source.value);
+    if e.never_contact_source.is_some() && !real {
+        d.error_hint(
+            source.pos,
+            origin,
+            format!(
+                "mirrorSourcePolicy NeverContactSource for `{}` needs at least one mirror",
+                source.value
+            ),
+            Some("add the mirrors the images come from, or drop the policy".into()),
+        );
+        bad = true;
+    }
+    if bad || !real {
+        return;
+    }
+    let lists = family.entry(source.value.clone()).or_default();
+    match e.never_contact_source {
+        Some(at) => {
+            lists.never_contact = true;
+            lists.never_at.get_or_insert((at, origin.to_owned()));
+        }
+        None if set.kind != MirrorSetKind::ContentSource => {
+            lists.allow_at.get_or_insert((e.pos, origin.to_owned()));
+        }
+        None => {}
+    }
+    for m in &e.mirrors {
+        lists
+            .origins
+            .entry(m.value.clone())
+            .or_insert_with(|| (origin.to_owned(), m.pos));
+    }
+    lists
+        .lists
+        .push(e.mirrors.iter().map(|m| m.value.clone()).collect());
 }
 
 /// `IsValidRegistriesConfScope`: anything without `*`, or `*.` and a domain.

@@ -11,6 +11,7 @@ mod providers;
 mod regex;
 mod registries_conf;
 mod rke;
+mod sources;
 mod verify;
 
 use std::collections::{HashMap, HashSet};
@@ -81,12 +82,12 @@ pub(super) fn compile(doc: Document, d: &mut Diagnostics) -> Policy {
     mirror_sets::compile(d, &doc.mirror_sets, &mut parts.sources);
     hosts_toml::compile(d, &doc.certs_d, &mut parts);
     k3s::mirrors(d, &mut regexes, &doc, &mut parts);
-    registries_conf::notes(d, &parts.sources, &parts.mirrors);
+    sources::notes(d, &parts.sources, &parts.mirrors);
     anthos::registry_mirrors(d, &doc, &mut parts);
     configs::configs(d, &doc, &mut parts);
     let written_hosts = rke::private_registries(d, &doc, &mut parts);
     rke::default_registry(d, &doc, &mut parts);
-    let http_fallback = registries_conf::insecure_hosts(&mut parts);
+    let http_fallback = sources::insecure_hosts(&mut parts);
     providers::ecr_identity(&mut parts.configs);
     providers::note_ecr(d, &parts.configs, written_hosts);
     let own_registries = parts.endpoint_hosts();

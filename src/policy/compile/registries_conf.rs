@@ -225,6 +225,29 @@ fn registry(
             Some("set it on each [[registry.mirror]], or use mirror-by-digest-only here".into()),
         );
     }
+    let mirrors = mirrors(d, &path, reg, &prefix);
+    (!d.errors_since(before)).then_some(SourceRegistry {
+        prefix,
+        endpoint: SourceEndpoint {
+            location: location_value,
+            insecure: reg.insecure,
+            pull_from: PullFrom::All,
+            origin: path,
+            pos: reg.pos,
+        },
+        mirrors,
+        blocked: reg.blocked,
+        mirror_by_digest_only: reg.mirror_by_digest_only,
+    })
+}
+
+/// `[[registry.mirror]]` tables in order, each checked as `postProcessRegistries` does.
+fn mirrors(
+    d: &mut Diagnostics,
+    path: &str,
+    reg: &SourceRegistryDoc,
+    prefix: &str,
+) -> Vec<SourceEndpoint> {
     let mut mirrors = Vec::new();
     for (j, m) in reg.mirrors.iter().enumerate() {
         let mpath = format!("{path}.mirror[{j}]");
@@ -266,19 +289,7 @@ fn registry(
             pos: m.pos,
         });
     }
-    (!d.errors_since(before)).then_some(SourceRegistry {
-        prefix,
-        endpoint: SourceEndpoint {
-            location: location_value,
-            insecure: reg.insecure,
-            pull_from: PullFrom::All,
-            origin: path,
-            pos: reg.pos,
-        },
-        mirrors,
-        blocked: reg.blocked,
-        mirror_by_digest_only: reg.mirror_by_digest_only,
-    })
+    mirrors
 }
 
 /// One registry written several times (to give prefixes their own mirrors) must agree on
@@ -376,47 +387,8 @@ fn aliases(
             d.error(name.pos, &path, p);
             continue;
         }
-        let target = if value.value.is_empty() {
-            None
-        } else {
-            match Reference::parse(&value.value) {
-                Ok(r) if r.digest().is_some() => {
-                    d.error(
-                        value.pos,
-                        &path,
-                        format!("invalid alias \"{}\": must not contain digest", value.value),
-                    );
-                    continue;
-                }
-                Ok(r) if r.tag().is_some() => {
-                    d.error(
-                        value.pos,
-                        &path,
-                        format!("invalid alias \"{}\": must not contain tag", value.value),
-                    );
-                    continue;
-                }
-                Ok(r) if !r.domain_written() => {
-                    d.error(
-                        value.pos,
-                        &path,
-                        format!(
-                            "invalid alias \"{}\": must contain registry and repository",
-                            value.value
-                        ),
-                    );
-                    continue;
-                }
-                Ok(r) => Some(r.name()),
-                Err(e) => {
-                    d.error(
-                        value.pos,
-                        &path,
-                        format!("parsing alias \"{}\": {e}", value.value),
-                    );
-                    continue;
-                }
-            }
+        let Some(target) = alias_target(d, &path, value) else {
+            continue;
         };
         out.push((
             name.value.clone(),
@@ -429,90 +401,32 @@ fn aliases(
     out
 }
 
-/// What `check` says of each entry: the sources it gives, in order, and where it meets K3s
-/// `mirrors` (these files decide first).
-pub(super) fn notes(
+/// An alias's repository, normalised; `Some(None)` for `""`, which resets an earlier alias;
+/// `None` (with an error) when it is not a repository with its registry.
+fn alias_target(
     d: &mut Diagnostics,
-    sources: &Sources,
-    k3s: &HashMap<String, crate::policy::Mirror>,
-) {
-    let entries = sources
-        .registries
-        .iter()
-        .chain(sources.hosts.values())
-        .chain(sources.default_hosts.as_ref());
-    for r in entries {
-        let mut list: Vec<String> = r
-            .mirrors
-            .iter()
-            .map(|m| describe(m, r.mirror_by_digest_only))
-            .collect();
-        let primary = match (r.blocked, r.endpoint.location.as_str()) {
-            (true, l) => format!("{} blocked", if l.is_empty() { "the source" } else { l }),
-            (false, "") => "the source as written".to_owned(),
-            (false, _) => describe(&r.endpoint, false),
-        };
-        list.push(primary);
-        let prefix = if r.prefix.is_empty() {
-            "every registry without a directory"
-        } else {
-            &r.prefix
-        };
-        d.push(
-            Severity::Note,
-            r.endpoint.pos,
-            r.origin(),
-            format!("{prefix}: pulled from {}", list.join(", then ")),
-            None,
-        );
-        let host = r.prefix.split('/').next().unwrap_or_default();
-        if let Some(m) = k3s.get(host).filter(|m| !m.endpoints.is_empty()) {
-            d.push(
-                Severity::Note,
-                r.endpoint.pos,
-                r.origin(),
-                format!("mirrors[{}] names this registry too: this entry decides the images it matches, mirrors[{}] the rest", m.key, m.key),
-                None,
+    path: &str,
+    value: &Spanned<String>,
+) -> Option<Option<String>> {
+    let problem = match Reference::parse(&value.value) {
+        _ if value.value.is_empty() => return Some(None),
+        Ok(r) if r.digest().is_some() => "must not contain digest",
+        Ok(r) if r.tag().is_some() => "must not contain tag",
+        Ok(r) if !r.domain_written() => "must contain registry and repository",
+        Ok(r) => return Some(Some(r.name())),
+        Err(e) => {
+            d.error(
+                value.pos,
+                path,
+                format!("parsing alias \"{}\": {e}", value.value),
             );
+            return None;
         }
-    }
-}
-
-fn describe(e: &SourceEndpoint, digest_only: bool) -> String {
-    let mut s = e.location.clone();
-    let restriction = if digest_only {
-        PullFrom::DigestOnly
-    } else {
-        e.pull_from
     };
-    if restriction != PullFrom::All {
-        s.push_str(&format!(" ({} pulls)", restriction.as_str()));
-    }
-    if e.insecure {
-        s.push_str(" (insecure)");
-    }
-    s
-}
-
-/// The hosts registries.conf calls `insecure`: their certificates are not verified, and verify
-/// falls back to plain HTTP for them, as the node does.
-pub(super) fn insecure_hosts(parts: &mut super::Parts) -> std::collections::HashSet<String> {
-    let hosts: std::collections::HashSet<String> = parts
-        .sources
-        .registries
-        .iter()
-        .flat_map(|r| r.mirrors.iter().chain(std::iter::once(&r.endpoint)))
-        .filter(|e| e.insecure && !e.location.is_empty())
-        .map(|e| e.location.split('/').next().unwrap_or_default().to_owned())
-        .collect();
-    for host in &hosts {
-        parts.insecure.insert(host.clone());
-        let wildcard = parts.wildcard_config.clone();
-        let config = parts
-            .configs
-            .entry(host.clone())
-            .or_insert_with(|| wildcard.unwrap_or_default());
-        config.tls.insecure_skip_verify = true;
-    }
-    hosts
+    d.error(
+        value.pos,
+        path,
+        format!("invalid alias \"{}\": {problem}", value.value),
+    );
+    None
 }

@@ -1,9 +1,10 @@
 //! `imageMirrorSets`: OpenShift's ImageDigestMirrorSet, ImageTagMirrorSet and
 //! ImageContentSourcePolicy objects, pasted as `oc get -o yaml` shows them.
 
+use super::super::diagnostics::Diagnostics;
 use super::super::document::*;
 use super::Reader;
-use crate::yaml::Node;
+use crate::yaml::{self, Node};
 
 const KINDS: &[(&str, &str, MirrorSetKind, &str)] = &[
     (
@@ -141,3 +142,30 @@ fn read_entry(r: &mut Reader, node: &Node, path: &str, kind: MirrorSetKind) -> M
     }
     entry
 }
+
+/// The cluster's own mirror set objects (`serve --watch-image-mirror-sets`), as a YAML list,
+/// after the policy's. Their findings name the object, since the text is made, not written.
+pub(in crate::policy) fn cluster_mirror_sets(
+    text: &str,
+    doc: &mut Document,
+    diags: &mut Diagnostics,
+) {
+    let mut r = Reader {
+        diags: Diagnostics::default(),
+        source: text,
+    };
+    match yaml::parse_single(text) {
+        Ok(root) => {
+            let sets = read_mirror_sets(&mut r, &root, CLUSTER_SETS);
+            doc.mirror_sets.extend(sets);
+        }
+        Err(e) => r.error(e.pos, CLUSTER_SETS, e.message),
+    }
+    diags.list.extend(r.diags.list.into_iter().map(|mut d| {
+        d.pos = crate::yaml::Pos { line: 1, col: 1 };
+        d
+    }));
+}
+
+/// How findings name the cluster's own mirror sets.
+const CLUSTER_SETS: &str = "cluster mirror sets";

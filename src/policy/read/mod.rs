@@ -6,6 +6,8 @@ mod product;
 mod runtimes;
 mod toml;
 
+pub(super) use mirror_sets::cluster_mirror_sets;
+
 use super::diagnostics::{closest, Diagnostics};
 use super::document::*;
 use super::Severity;
@@ -198,29 +200,6 @@ pub(super) fn read(text: &str) -> (Option<Document>, Diagnostics) {
     (Some(doc), r.diags)
 }
 
-/// The cluster's own mirror set objects (`serve --watch-image-mirror-sets`), as a YAML list,
-/// after the policy's. Their findings name the object, since the text is made, not written.
-pub(super) fn cluster_mirror_sets(text: &str, doc: &mut Document, diags: &mut Diagnostics) {
-    let mut r = Reader {
-        diags: Diagnostics::default(),
-        source: text,
-    };
-    match yaml::parse_single(text) {
-        Ok(root) => {
-            let sets = mirror_sets::read_mirror_sets(&mut r, &root, CLUSTER_SETS);
-            doc.mirror_sets.extend(sets);
-        }
-        Err(e) => r.error(e.pos, CLUSTER_SETS, e.message),
-    }
-    diags.list.extend(r.diags.list.into_iter().map(|mut d| {
-        d.pos = crate::yaml::Pos { line: 1, col: 1 };
-        d
-    }));
-}
-
-/// How findings name the cluster's own mirror sets.
-const CLUSTER_SETS: &str = "cluster mirror sets";
-
 /// One top-level key into `doc`: a key of K3s, RKE or Anthos it knows, or of this product.
 fn read_key(r: &mut Reader, doc: &mut Document, key: &Node, value: &Node) {
     let name = key.as_str().unwrap_or_default();
@@ -268,57 +247,14 @@ fn read_key(r: &mut Reader, doc: &mut Document, key: &Node, value: &Node) {
         "registries.conf" => {
             doc.registries_conf = runtimes::read_registries_conf(r, value, name.to_owned())
         }
-        "registries.conf.d" => doc.registries_conf_d = read_drop_ins(r, value),
-        "certs.d" => {
-            for (k, v) in r.map(value, name) {
-                if let Some(dir) = r.string(k, name) {
-                    doc.certs_d.extend(runtimes::read_hosts(r, dir, v));
-                }
-            }
-        }
+        "registries.conf.d" => doc.registries_conf_d = runtimes::read_drop_ins(r, value),
+        "certs.d" => doc.certs_d = runtimes::read_certs_d(r, value),
         "imageMirrorSets" => doc.mirror_sets = mirror_sets::read_mirror_sets(r, value, name),
-        "unpullable" => match r.string(value, name) {
-            Some(s) if s.value == "refuse" => doc.unpullable_warn = Some(false),
-            Some(s) if s.value == "warn" => doc.unpullable_warn = Some(true),
-            Some(s) => r.error_hint(
-                s.pos,
-                name,
-                format!("unknown value `{}`", s.value),
-                Some("use refuse (the default) or warn".into()),
-            ),
-            None => {}
-        },
+        "unpullable" => doc.unpullable_warn = runtimes::read_unpullable(r, value),
         _ if RKE_KEYS.contains(&name) => r.ignored(key, "", "RKE cluster.yml"),
         _ if ANTHOS_KEYS.contains(&name) => r.ignored(key, "", "Anthos cluster configuration"),
         _ => r.unknown(key, "", TOP_KEYS),
     }
-}
-
-/// `registries.conf.d`: drop-ins by file name, read in name order as the directory is; only
-/// `*.conf` files count, as on the node.
-fn read_drop_ins(r: &mut Reader, node: &Node) -> Vec<RegistriesConfDoc> {
-    let mut files = Vec::new();
-    for (k, v) in r.map(node, "registries.conf.d") {
-        let Some(name) = r.string(k, "registries.conf.d") else {
-            continue;
-        };
-        if !name.value.ends_with(".conf") || name.value.contains('/') {
-            r.warning(
-                name.pos,
-                "registries.conf.d",
-                format!(
-                    "`{}` is skipped: the node reads only *.conf files of the directory itself",
-                    name.value
-                ),
-                None,
-            );
-            continue;
-        }
-        let file = format!("registries.conf.d/{}", name.value);
-        files.extend(runtimes::read_registries_conf(r, v, file));
-    }
-    files.sort_by(|a, b| a.file.cmp(&b.file));
-    files
 }
 
 fn read_mirrors(r: &mut Reader, node: &Node) -> Vec<MirrorDoc> {

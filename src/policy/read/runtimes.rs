@@ -182,7 +182,7 @@ fn read_v1(t: &mut Toml, item: &Item, pos: crate::yaml::Pos) -> V1Doc {
     v1
 }
 
-/// `certs.d: {<directory>: <hosts.toml text>}`.
+/// One directory's hosts.toml.
 pub(super) fn read_hosts(r: &mut Reader, dir: Spanned<String>, node: &Node) -> Option<HostsDoc> {
     let file = format!("certs.d[{}]", dir.value);
     let (mut t, doc) = Toml::parse(r, node, file, "hosts.toml")?;
@@ -218,7 +218,7 @@ pub(super) fn read_hosts(r: &mut Reader, dir: Spanned<String>, node: &Node) -> O
                         },
                         ..HostEntryDoc::default()
                     };
-                    read_host_keys(&mut t, h, &at, &mut entry, false);
+                    read_host_keys(&mut t, h, &at, &mut entry);
                     out.hosts.push(entry);
                 }
             }
@@ -236,13 +236,7 @@ pub(super) fn read_hosts(r: &mut Reader, dir: Spanned<String>, node: &Node) -> O
     Some(out)
 }
 
-fn read_host_keys(
-    t: &mut Toml,
-    table: &dyn TableLike,
-    path: &str,
-    entry: &mut HostEntryDoc,
-    _top: bool,
-) {
+fn read_host_keys(t: &mut Toml, table: &dyn TableLike, path: &str, entry: &mut HostEntryDoc) {
     for (key, pos, item) in t.entries(table) {
         read_host_key(t, key, pos, item, path, entry);
     }
@@ -305,4 +299,60 @@ fn read_client(t: &mut Toml, item: &Item, at: &str) -> Vec<Spanned<String>> {
         }
     }
     t.strings(item, at, true)
+}
+
+/// `registries.conf.d`: drop-ins by file name, read in name order as the directory is; only
+/// `*.conf` files count, as on the node.
+pub(super) fn read_drop_ins(r: &mut Reader, node: &Node) -> Vec<RegistriesConfDoc> {
+    let mut files = Vec::new();
+    for (k, v) in r.map(node, "registries.conf.d") {
+        let Some(name) = r.string(k, "registries.conf.d") else {
+            continue;
+        };
+        if !name.value.ends_with(".conf") || name.value.contains('/') {
+            r.warning(
+                name.pos,
+                "registries.conf.d",
+                format!(
+                    "`{}` is skipped: the node reads only *.conf files of the directory itself",
+                    name.value
+                ),
+                None,
+            );
+            continue;
+        }
+        let file = format!("registries.conf.d/{}", name.value);
+        files.extend(read_registries_conf(r, v, file));
+    }
+    files.sort_by(|a, b| a.file.cmp(&b.file));
+    files
+}
+
+/// `certs.d: {<directory>: <hosts.toml text>}`.
+pub(super) fn read_certs_d(r: &mut Reader, node: &Node) -> Vec<HostsDoc> {
+    let mut out = Vec::new();
+    for (k, v) in r.map(node, "certs.d") {
+        if let Some(dir) = r.string(k, "certs.d") {
+            out.extend(read_hosts(r, dir, v));
+        }
+    }
+    out
+}
+
+/// `unpullable: refuse | warn`; `Some(true)` for warn.
+pub(super) fn read_unpullable(r: &mut Reader, node: &Node) -> Option<bool> {
+    let s = r.string(node, "unpullable")?;
+    match s.value.as_str() {
+        "refuse" => Some(false),
+        "warn" => Some(true),
+        _ => {
+            r.error_hint(
+                s.pos,
+                "unpullable",
+                format!("unknown value `{}`", s.value),
+                Some("use refuse (the default) or warn".into()),
+            );
+            None
+        }
+    }
 }

@@ -58,7 +58,7 @@ impl Place {
         let Some((first, indent)) = self.block else {
             return self.pos;
         };
-        let before = &text[..offset.min(text.len())];
+        let before = text.get(..offset).unwrap_or(text);
         let line = before.matches('\n').count();
         let col = before
             .rsplit('\n')
