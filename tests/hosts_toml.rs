@@ -238,13 +238,7 @@ fn invalid_files_are_errors_that_say_what_containerd_would_do() {
             "expected true or false",
         ),
     ] {
-        let y = certs_d(&[("registry.example.com", text)]);
-        let e = Policy::load(&y).unwrap_err();
-        let d = e
-            .diagnostics
-            .iter()
-            .find(|d| d.severity == Severity::Error)
-            .unwrap();
+        let d = common::first_error(&certs_d(&[("registry.example.com", text)]));
         assert!(d.message.contains(message), "{d}");
         assert!(d.pos.line >= 3, "points into the file: {d}");
     }

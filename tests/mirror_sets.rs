@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use image_mirror_webhook::policy::sources::PullFrom;
 use image_mirror_webhook::policy::{Policy, Severity};
 use image_mirror_webhook::rewrite::decide;
@@ -408,13 +410,7 @@ fn validation_as_the_machine_config_operator_does() {
             "conflicting mirrorSourcePolicy",
         ),
     ] {
-        let y = format!("imageMirrorSets:\n{input}");
-        let e = Policy::load(&y).unwrap_err();
-        let d = e
-            .diagnostics
-            .iter()
-            .find(|d| d.severity == Severity::Error)
-            .unwrap();
+        let d = common::first_error(&format!("imageMirrorSets:\n{input}"));
         assert!(d.message.contains(message), "{d}");
         assert!(d.pos.line > 1, "{d}");
     }

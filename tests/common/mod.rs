@@ -316,6 +316,21 @@ pub fn policy(text: &str) -> image_mirror_webhook::policy::Policy {
     }
 }
 
+/// The first error of a policy that must be refused.
+pub fn first_error(text: &str) -> image_mirror_webhook::policy::Diagnostic {
+    let rejected = match image_mirror_webhook::policy::Policy::load(text) {
+        Ok(_) => panic!("should be refused:\n{text}"),
+        Err(r) => r,
+    };
+    let first = rejected
+        .diagnostics
+        .iter()
+        .find(|d| d.severity == image_mirror_webhook::policy::Severity::Error);
+    first
+        .cloned()
+        .unwrap_or_else(|| panic!("refused without an error: {rejected:?}"))
+}
+
 /// Decodes a review answer's patch (base64 of the JSON array).
 pub fn decode_patch(answer: &serde_json::Value) -> Option<json_patch::Patch> {
     use base64::Engine;
