@@ -457,3 +457,28 @@ fn check_notes_each_derived_entry() {
         "{notes:?}"
     );
 }
+
+/// runtime-utils' `TestIsValidRegistriesConfScope`, as sources of a mirror set.
+#[test]
+fn valid_registries_conf_scopes() {
+    for (scope, valid) in [
+        ("example.com", true),
+        ("*.example.com", true),
+        ("**.example.com", false),
+        ("example.*.com", false),
+        ("*.example.com/foo/bar", false),
+        ("*.example.com:foo", false),
+        ("*.example.com/foo:sha@bar", false),
+        ("*.example.com.*.bar.com", false),
+        ("*example.com", false),
+        ("*/example.com", false),
+        ("*.*example.com", false),
+        ("", false),
+    ] {
+        let y = format!(
+            "imageMirrorSets:\n{}",
+            sets("ImageDigestMirrorSet", &[&[(scope, &["mirror.example.net"], false)]])
+        );
+        assert_eq!(Policy::load(&y).is_ok(), valid, "{scope:?}");
+    }
+}

@@ -199,6 +199,9 @@ def main(binary):
               cluster and cluster["rules"])
         checks.check(f"{case}: no Secret access cluster-wide without pullSecrets",
               one(docs, "ClusterRole", f"{FULL}-pull-secrets") is None)
+        checks.check(f"{case}: no mirror set access without imageMirrorSets.watch",
+              one(docs, "ClusterRole", f"{FULL}-mirror-sets") is None
+              and flag(c["args"], "watch-image-mirror-sets") is None)
         checks.check(f"{case}: not fail-closed", flag(c["args"], "fail-closed") is None)
         checks.check(f"{case}: a PodDisruptionBudget", one(docs, "PodDisruptionBudget") is not None)
 
@@ -350,6 +353,23 @@ def main(binary):
         verbs = sorted(role["rules"][0]["verbs"]) if role else None
         checks.check(f"{case}: Secrets: get, list, watch, create, update; never delete or patch",
               verbs == ["create", "get", "list", "update", "watch"], verbs)
+
+    case = "the cluster's mirror sets watched"
+    docs = render({"imageMirrorSets": {"watch": True}})
+    hook, c, deploy = common(case, docs, binary)
+    if hook:
+        checks.check(f"{case}: --watch-image-mirror-sets", flag(c["args"], "watch-image-mirror-sets") is True)
+        role = one(docs, "ClusterRole", f"{FULL}-mirror-sets")
+        rules = {(g, r): sorted(rule["verbs"]) for rule in (role or {}).get("rules", [])
+                 for g in rule["apiGroups"] for r in rule["resources"]}
+        want = {("config.openshift.io", "imagedigestmirrorsets"): ["get", "list", "watch"],
+                ("config.openshift.io", "imagetagmirrorsets"): ["get", "list", "watch"],
+                ("operator.openshift.io", "imagecontentsourcepolicies"): ["get", "list", "watch"]}
+        checks.check(f"{case}: read-only access to the three kinds, nothing else", rules == want, rules)
+        binding = one(docs, "ClusterRoleBinding", f"{FULL}-mirror-sets")
+        checks.check(f"{case}: bound to the chart's ServiceAccount",
+              binding is not None and binding["subjects"][0]["name"] == deploy["spec"]["template"]["spec"]["serviceAccountName"],
+              binding)
 
     case = "the user's selectors are kept"
     docs = render({"webhook": {"namespaceSelector": {"matchLabels": {"mirror": "on"}},
