@@ -477,7 +477,10 @@ fn valid_registries_conf_scopes() {
     ] {
         let y = format!(
             "imageMirrorSets:\n{}",
-            sets("ImageDigestMirrorSet", &[&[(scope, &["mirror.example.net"], false)]])
+            sets(
+                "ImageDigestMirrorSet",
+                &[&[(scope, &["mirror.example.net"], false)]]
+            )
         );
         assert_eq!(Policy::load(&y).is_ok(), valid, "{scope:?}");
     }

@@ -275,14 +275,6 @@ impl Sources {
         self.find(&source.name()).filter(|r| r.blocked)
     }
 
-    /// Whether a source's registry is insecure: by its own endpoint, or by the entry it falls under.
-    pub fn insecure(&self, source: &PullSource) -> bool {
-        source.insecure
-            || self
-                .find(&source.reference.name())
-                .is_some_and(|r| r.insecure())
-    }
-
     /// A drop-in's entries replace whole entries by prefix (`updateWithConfigurationFrom`).
     pub fn merge(&mut self, drop_in: Vec<SourceRegistry>) {
         let mut by_prefix: std::collections::BTreeMap<String, SourceRegistry> = self
@@ -294,12 +286,6 @@ impl Sources {
             by_prefix.insert(r.prefix.clone(), r);
         }
         self.registries = by_prefix.into_values().collect();
-    }
-}
-
-impl SourceRegistry {
-    pub fn insecure(&self) -> bool {
-        self.endpoint.insecure
     }
 }
 
