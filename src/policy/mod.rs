@@ -66,8 +66,9 @@ pub struct RegistryConfig {
     pub credentials_secret: Option<String>,
     /// Tokens from ECR's GetAuthorizationToken, for an ECR registry.
     pub ecr: Option<EcrSource>,
-    /// Headers sent with every request to the host (hosts.toml `[header]`), for verify.
-    pub headers: Vec<(String, String)>,
+    /// Headers sent with every request to the host (hosts.toml `[header]`), for verify. Their
+    /// values may be keys, so they are held as credentials are.
+    pub headers: Vec<(String, Redacted)>,
 }
 
 /// Where an ECR registry's tokens come from.

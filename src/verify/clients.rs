@@ -52,10 +52,11 @@ impl Clients {
                 let mut map = reqwest::header::HeaderMap::new();
                 for (name, value) in &cfg.headers {
                     // Checked when the policy loaded; one that still fails is left out.
-                    if let (Ok(n), Ok(v)) = (
+                    if let (Ok(n), Ok(mut v)) = (
                         reqwest::header::HeaderName::from_bytes(name.as_bytes()),
-                        reqwest::header::HeaderValue::from_str(value),
+                        reqwest::header::HeaderValue::from_str(value.expose()),
                     ) {
+                        v.set_sensitive(true);
                         map.append(n, v);
                     }
                 }

@@ -286,7 +286,10 @@ fn headers(
                 );
                 continue;
             }
-            valid.push((name.value.clone(), v.clone()));
+            valid.push((
+                name.value.clone(),
+                crate::redacted::Redacted::new(v.clone()),
+            ));
         }
     }
     if !valid.is_empty() {
