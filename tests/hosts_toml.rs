@@ -301,3 +301,45 @@ async fn headers_reach_their_host_in_verify() {
         .unwrap();
     assert_eq!(v.chosen, None, "{:?}", v.tried);
 }
+
+#[test]
+fn host_port_directories_win_over_host_colon_port_whatever_the_order() {
+    for dirs in [
+        [
+            (
+                "\"r.example.com:5000\"",
+                "[host.\"https://colon.example.com\"]\n",
+            ),
+            (
+                "r.example.com_5000_",
+                "[host.\"https://underscore.example.com\"]\n",
+            ),
+        ],
+        [
+            (
+                "r.example.com_5000_",
+                "[host.\"https://underscore.example.com\"]\n",
+            ),
+            (
+                "\"r.example.com:5000\"",
+                "[host.\"https://colon.example.com\"]\n",
+            ),
+        ],
+    ] {
+        let l = load(&certs_d(&dirs));
+        let d = decide(&l.policy, "r.example.com:5000/app:1", None);
+        assert_eq!(
+            d.result.as_deref(),
+            Some("underscore.example.com/app:1"),
+            "{}",
+            d.reason
+        );
+        assert!(
+            l.diagnostics
+                .iter()
+                .any(|d| d.severity == Severity::Warning && d.message.contains("host_port_")),
+            "{:?}",
+            l.diagnostics
+        );
+    }
+}

@@ -46,8 +46,22 @@ pub(super) fn compile(d: &mut Diagnostics, docs: &[HostsDoc], parts: &mut Parts)
             continue;
         }
         match registry {
+            // containerd tries `host_port_` before `host:port`: that one wins whatever the order.
+            Some(r) if dir.contains(':') && parts.sources.hosts.contains_key(&r) => d.warning(
+                doc.dir.pos,
+                "certs.d",
+                format!("`{dir}` is never read: containerd finds the {r} directory written as host_port_ first"),
+                None,
+            ),
             Some(r) => {
-                parts.sources.hosts.insert(r, entry);
+                if parts.sources.hosts.insert(r.clone(), entry).is_some() {
+                    d.warning(
+                        doc.dir.pos,
+                        "certs.d",
+                        format!("`{dir}` is read instead of `{r}`: containerd tries host_port_ first"),
+                        None,
+                    );
+                }
             }
             None => parts.sources.default_hosts = Some(entry),
         }
@@ -62,7 +76,8 @@ fn registry_of(dir: &str) -> Option<String> {
         }
         _ => dir.to_owned(),
     };
-    is_domain(&name).then(|| canonical_host(&name).to_owned())
+    // Not canonicalised: containerd looks up `docker.io`, never `registry-1.docker.io`.
+    is_domain(&name).then_some(name)
 }
 
 fn entry(d: &mut Diagnostics, doc: &HostsDoc, registry: &str, parts: &mut Parts) -> SourceRegistry {

@@ -70,7 +70,7 @@ fn read_file(d: &mut Diagnostics, doc: &RegistriesConfDoc, drop_in: bool) -> Opt
             return None;
         }
         file.registries = from_v1(d, doc, v1);
-        file.search = Some(locations(d, &doc.file, &v1.search));
+        file.search = Some(search_registries(d, &doc.file, &v1.search));
     } else {
         entries = doc.registries.iter().zip(0..).collect();
         file.search = doc
@@ -115,10 +115,6 @@ fn location(d: &mut Diagnostics, path: &str, s: &Spanned<String>) -> Option<Stri
         return None;
     }
     Some(trimmed.to_owned())
-}
-
-fn locations(d: &mut Diagnostics, path: &str, list: &[Spanned<String>]) -> Vec<String> {
-    list.iter().filter_map(|s| location(d, path, s)).collect()
 }
 
 fn search_registries(d: &mut Diagnostics, file: &str, list: &[Spanned<String>]) -> Vec<String> {
