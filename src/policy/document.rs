@@ -1,6 +1,7 @@
 //! The policy as written: plain data with the place of every value, read by `read` and turned
 //! into a `Policy` by `compile`.
 
+pub use super::sources::MirrorSetKind;
 use crate::redacted::Redacted;
 use crate::yaml::Pos;
 
@@ -218,14 +219,6 @@ pub struct MirrorSetDoc {
     /// `kind/name`, as decisions name it.
     pub name: String,
     pub entries: Vec<MirrorSetEntryDoc>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub enum MirrorSetKind {
-    #[default]
-    Digest,
-    Tag,
-    ContentSource,
 }
 
 #[derive(Debug, Default)]

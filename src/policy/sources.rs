@@ -48,6 +48,61 @@ impl PullFrom {
     }
 }
 
+/// Which of OpenShift's mirror set kinds an object is: its mirrors serve digests, tags, or (the
+/// older ImageContentSourcePolicy) digests with no `mirrorSourcePolicy`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorSetKind {
+    #[default]
+    Digest,
+    Tag,
+    ContentSource,
+}
+
+/// Where each mirror set kind lives in the API and where its spec lists the mirrors: read by the
+/// policy and watched by `serve --watch-image-mirror-sets` alike.
+pub struct MirrorSetType {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    /// The spec's list of `{source, mirrors}`.
+    pub list: &'static str,
+    pub set_kind: MirrorSetKind,
+}
+
+impl MirrorSetType {
+    pub fn api_version(&self) -> String {
+        format!("{}/{}", self.group, self.version)
+    }
+}
+
+pub const MIRROR_SET_TYPES: [MirrorSetType; 3] = [
+    MirrorSetType {
+        group: "config.openshift.io",
+        version: "v1",
+        kind: "ImageDigestMirrorSet",
+        plural: "imagedigestmirrorsets",
+        list: "imageDigestMirrors",
+        set_kind: MirrorSetKind::Digest,
+    },
+    MirrorSetType {
+        group: "config.openshift.io",
+        version: "v1",
+        kind: "ImageTagMirrorSet",
+        plural: "imagetagmirrorsets",
+        list: "imageTagMirrors",
+        set_kind: MirrorSetKind::Tag,
+    },
+    MirrorSetType {
+        group: "operator.openshift.io",
+        version: "v1alpha1",
+        kind: "ImageContentSourcePolicy",
+        plural: "imagecontentsourcepolicies",
+        list: "repositoryDigestMirrors",
+        set_kind: MirrorSetKind::ContentSource,
+    },
+];
+
 /// One place an image can be pulled from: a `location` (host[:port][/namespace], no scheme).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SourceEndpoint {

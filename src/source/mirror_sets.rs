@@ -11,38 +11,18 @@ use kube::Client;
 use serde_json::{json, Value};
 
 use super::PolicyStore;
-
-/// (group, version, kind, plural) of each kind the MCO reads.
-const KINDS: [(&str, &str, &str, &str); 3] = [
-    (
-        "config.openshift.io",
-        "v1",
-        "ImageDigestMirrorSet",
-        "imagedigestmirrorsets",
-    ),
-    (
-        "config.openshift.io",
-        "v1",
-        "ImageTagMirrorSet",
-        "imagetagmirrorsets",
-    ),
-    (
-        "operator.openshift.io",
-        "v1alpha1",
-        "ImageContentSourcePolicy",
-        "imagecontentsourcepolicies",
-    ),
-];
+use crate::policy::sources::MIRROR_SET_TYPES;
 
 /// Watches the three kinds until dropped; each change reloads the policy with all of them.
 pub async fn watch(client: Client, store: Arc<PolicyStore>) {
-    let streams = KINDS.iter().map(|(group, version, kind, plural)| {
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
+    let streams = MIRROR_SET_TYPES.iter().map(|t| {
+        let gvk = GroupVersionKind::gvk(t.group, t.version, t.kind);
+        let resource = ApiResource::from_gvk_with_plural(&gvk, t.plural);
+        let kind = t.kind;
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
         watcher(api, watcher::Config::default())
             .default_backoff()
-            .map(move |e| (*kind, e))
+            .map(move |e| (kind, e))
             .boxed()
     });
     let mut events = futures::stream::select_all(streams);

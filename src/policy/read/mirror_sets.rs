@@ -3,29 +3,10 @@
 
 use super::super::diagnostics::Diagnostics;
 use super::super::document::*;
+use super::super::sources::MIRROR_SET_TYPES;
 use super::Reader;
 use crate::yaml::{self, Node};
 
-const KINDS: &[(&str, &str, MirrorSetKind, &str)] = &[
-    (
-        "config.openshift.io/v1",
-        "ImageDigestMirrorSet",
-        MirrorSetKind::Digest,
-        "imageDigestMirrors",
-    ),
-    (
-        "config.openshift.io/v1",
-        "ImageTagMirrorSet",
-        MirrorSetKind::Tag,
-        "imageTagMirrors",
-    ),
-    (
-        "operator.openshift.io/v1alpha1",
-        "ImageContentSourcePolicy",
-        MirrorSetKind::ContentSource,
-        "repositoryDigestMirrors",
-    ),
-];
 const OBJECT_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
 const ENTRY_KEYS: &[&str] = &["source", "mirrors", "mirrorSourcePolicy"];
 
@@ -61,10 +42,8 @@ fn read_set(r: &mut Reader, node: &Node, path: &str) -> Option<MirrorSetDoc> {
         r.error(node.pos, path, "a mirror set needs its `kind`");
         return None;
     };
-    let Some(&(want_api, kind_name, set_kind, list_key)) =
-        KINDS.iter().find(|(_, k, _, _)| *k == kind.value)
-    else {
-        let known: Vec<&str> = KINDS.iter().map(|k| k.1).collect();
+    let Some(t) = MIRROR_SET_TYPES.iter().find(|t| t.kind == kind.value) else {
+        let known: Vec<&str> = MIRROR_SET_TYPES.iter().map(|t| t.kind).collect();
         r.error_hint(
             kind.pos,
             path,
@@ -73,6 +52,7 @@ fn read_set(r: &mut Reader, node: &Node, path: &str) -> Option<MirrorSetDoc> {
         );
         return None;
     };
+    let (want_api, kind_name, set_kind, list_key) = (t.api_version(), t.kind, t.set_kind, t.list);
     match &api {
         Some(a) if a.value == want_api => {}
         Some(a) => r.error(
