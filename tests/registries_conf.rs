@@ -990,3 +990,31 @@ fn a_short_name_made_whole_goes_on_to_the_other_rules() {
         Some("quay.io/org/app:1")
     );
 }
+
+#[test]
+fn with_verify_each_search_registry_is_tried_as_its_own_rules_try_it() {
+    let y = "registries.conf: |\n  unqualified-search-registries = [\"registry.example.com\", \"docker.io\"]\nmirrors:\n  docker.io:\n    endpoint: [\"https://mirror.example.com\"]\nverify: {enabled: true}\n";
+    let p = Policy::load(y).unwrap().policy;
+    let candidates = image_mirror_webhook::rewrite::candidates(&p, "nginx:1.27");
+    let urls: Vec<&str> = candidates.iter().map(|c| c.manifest_url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            "https://registry.example.com/v2/nginx/manifests/1.27",
+            "https://mirror.example.com/v2/library/nginx/manifests/1.27",
+            "https://registry-1.docker.io/v2/library/nginx/manifests/1.27",
+        ]
+    );
+    let chosen = |i: Option<usize>| {
+        let v = image_mirror_webhook::verdict::Verdict {
+            chosen: i,
+            ..Default::default()
+        };
+        decide(&p, "nginx:1.27", Some(&v)).result.unwrap()
+    };
+    assert_eq!(chosen(Some(0)), "registry.example.com/nginx:1.27");
+    assert_eq!(chosen(Some(1)), "mirror.example.com/library/nginx:1.27");
+    assert_eq!(chosen(Some(2)), "docker.io/library/nginx:1.27");
+    // None has it: the first search registry, as the node tries it first.
+    assert_eq!(chosen(None), "registry.example.com/nginx:1.27");
+}

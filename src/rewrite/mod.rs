@@ -435,18 +435,7 @@ pub fn candidates(policy: &Policy, image: &str) -> Vec<Candidate> {
             let Ok(target) = Reference::parse(&format!("{}/{}", default.prefix, image)) else {
                 return Vec::new();
             };
-            let scheme = if policy.is_http(&default.host) {
-                crate::policy::Scheme::Http
-            } else {
-                crate::policy::Scheme::Https
-            }
-            .as_str();
-            let root = format!("{scheme}://{}", default.host);
-            vec![Candidate {
-                host: default.host.clone(),
-                endpoint_url: format!("{root}/v2"),
-                manifest_url: format!("{root}/v2/{}/manifests/{manifest}", target.path()),
-            }]
+            vec![sources::direct(policy, &target)]
         }
     }
 }

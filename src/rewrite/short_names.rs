@@ -7,9 +7,11 @@ use crate::policy::Policy;
 use crate::reference::Reference;
 use crate::verdict::{Candidate, Verdict};
 
-/// What verify asks for one whole name: what its rules would ask, then its own registry.
-fn segment(policy: &Policy, name: &Reference) -> Vec<Candidate> {
+/// What verify asks for one whole name: what its rules would ask, then its own registry unless
+/// they end with it; and how many of them the rules gave.
+fn segment(policy: &Policy, name: &Reference) -> (Vec<Candidate>, usize) {
     let mut list = all_candidates(policy, &name.to_string());
+    let by_rules = list.len();
     let own = direct(policy, name);
     if list
         .last()
@@ -17,11 +19,14 @@ fn segment(policy: &Policy, name: &Reference) -> Vec<Candidate> {
     {
         list.push(own);
     }
-    list
+    (list, by_rules)
 }
 
 pub(super) fn candidates(policy: &Policy, qualified: &[Reference]) -> Vec<Candidate> {
-    qualified.iter().flat_map(|q| segment(policy, q)).collect()
+    qualified
+        .iter()
+        .flat_map(|q| segment(policy, q).0)
+        .collect()
 }
 
 pub(super) fn decide(
@@ -35,12 +40,13 @@ pub(super) fn decide(
     let Some(first) = qualified.first() else {
         return Decision::unchanged(image, reference, Stay::from(how.to_owned()));
     };
-    // Which whole name the chosen candidate belongs to, and its place among that name's.
+    // Which whole name the chosen candidate belongs to, its place among that name's, and
+    // whether it is the name's own registry, asked after what its rules gave.
     let chosen = verdict.and_then(|v| v.chosen).and_then(|mut i| {
         qualified.iter().find_map(|q| {
-            let segment = segment(policy, q);
+            let (segment, by_rules) = segment(policy, q);
             if i < segment.len() {
-                Some((q, i, segment.len()))
+                Some((q, i, i >= by_rules))
             } else {
                 i -= segment.len();
                 None
@@ -48,10 +54,7 @@ pub(super) fn decide(
         })
     });
     let mut d = match (chosen, verdict) {
-        // Its own registry has it, where the name's rules did not find it.
-        (Some((q, i, len)), _)
-            if i + 1 == len && all_candidates(policy, &q.to_string()).len() < len =>
-        {
+        (Some((q, _, true)), _) => {
             let own = format!("verify: {} has it", q.domain());
             Decision::unchanged(&q.to_string(), q, Stay::from(own))
         }
