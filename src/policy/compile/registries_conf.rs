@@ -344,13 +344,12 @@ fn first_of_each_prefix(
             seen.insert(r.prefix.clone(), r.endpoint.origin.clone());
         }
     }
+    // Order does not matter: `Sources::merge` keeps the entries by prefix.
     let mut seen = std::collections::HashSet::new();
-    let mut out: Vec<(SourceRegistry, Pos)> = registries
+    registries
         .into_iter()
         .filter(|(r, _)| seen.insert(r.prefix.clone()))
-        .collect();
-    out.sort_by(|a, b| a.0.prefix.cmp(&b.0.prefix));
-    out
+        .collect()
 }
 
 /// `[aliases]`: a short name (no registry, tag or digest) to a repository with its registry.
