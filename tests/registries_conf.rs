@@ -1018,3 +1018,16 @@ fn with_verify_each_search_registry_is_tried_as_its_own_rules_try_it() {
     // None has it: the first search registry, as the node tries it first.
     assert_eq!(chosen(None), "registry.example.com/nginx:1.27");
 }
+
+#[test]
+fn configs_for_a_runtime_files_source_are_not_taken_for_a_typo() {
+    let y = "registries.conf: |\n  [[registry]]\n  location = \"docker.io/library\"\n  [[registry.mirror]]\n  location = \"harbor.example.com/hub\"\ncerts.d:\n  ghcr.io: |\n    [host.\"https://ghcr-cache.example.com\"]\nconfigs:\n  harbor.example.com:\n    pullSecret: harbor\n  ghcr-cache.example.com:\n    pullSecret: ghcr\n  harbr.example.com:\n    pullSecret: typo\n";
+    let l = Policy::load(y).unwrap();
+    let unmatched: Vec<String> = l
+        .diagnostics
+        .iter()
+        .filter(|d| d.message.contains("matches no mirror endpoint"))
+        .map(|d| d.path.clone())
+        .collect();
+    assert_eq!(unmatched, ["configs[harbr.example.com]"]);
+}

@@ -115,6 +115,13 @@ pub struct SourceEndpoint {
     pub pos: crate::yaml::Pos,
 }
 
+impl SourceEndpoint {
+    /// The registry host of the location (`host[:port]`).
+    pub fn host(&self) -> &str {
+        self.location.split('/').next().unwrap_or_default()
+    }
+}
+
 /// One `[[registry]]` entry after upstream's post-processing: the prefix it answers for, its
 /// primary location and its mirrors.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -251,6 +258,11 @@ impl SourceRegistry {
             .collect()
     }
 
+    /// Its mirrors, then its primary.
+    pub fn endpoints(&self) -> impl Iterator<Item = &SourceEndpoint> {
+        self.mirrors.iter().chain(std::iter::once(&self.endpoint))
+    }
+
     /// Where the entry was written.
     pub fn origin(&self) -> &str {
         &self.endpoint.origin
@@ -265,16 +277,28 @@ impl Sources {
             && self.default_hosts.is_none()
     }
 
+    /// Every entry: registries.conf's (with the mirror sets), then hosts.toml's, then `_default`.
+    pub fn entries(&self) -> impl Iterator<Item = &SourceRegistry> {
+        self.registries
+            .iter()
+            .chain(self.hosts.values())
+            .chain(self.default_hosts.as_ref())
+    }
+
+    /// The registry hosts of every mirror and primary location: where images are pulled from.
+    pub fn location_hosts(&self) -> impl Iterator<Item = String> + '_ {
+        self.entries()
+            .flat_map(SourceRegistry::endpoints)
+            .filter(|e| !e.location.is_empty())
+            .map(|e| e.host().to_owned())
+    }
+
     /// The entry whose pull source a reference already is, when no entry names it more exactly:
     /// a rewritten image (a Pod made from a rewritten Deployment) stays as it is.
     pub fn output_of(&self, reference: &Reference) -> Option<&str> {
         let name = reference.name();
-        let entries = self
-            .registries
-            .iter()
-            .chain(self.hosts.values())
-            .chain(self.default_hosts.as_ref());
-        let (len, origin) = entries
+        let (len, origin) = self
+            .entries()
             .flat_map(|r| {
                 let primary = Some(&r.endpoint).filter(|e| e.location != r.prefix);
                 r.mirrors.iter().chain(primary)

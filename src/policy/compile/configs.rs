@@ -11,7 +11,9 @@ use crate::reference::is_domain;
 use crate::yaml::Pos;
 
 pub(super) fn configs(r: &mut Diagnostics, doc: &Document, parts: &mut Parts) {
-    let endpoint_hosts = parts.endpoint_hosts();
+    // Hosts images are pulled from: the K3s and Anthos endpoints, and the runtime files' sources.
+    let mut endpoint_hosts = parts.endpoint_hosts();
+    endpoint_hosts.extend(parts.sources.location_hosts());
     for c in &doc.configs {
         let key = c.key.value.as_str();
         let path = format!("configs[{key}]");

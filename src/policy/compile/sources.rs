@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::policy::diagnostics::Diagnostics;
-use crate::policy::sources::{PullFrom, SourceEndpoint, Sources};
+use crate::policy::sources::{PullFrom, SourceEndpoint, SourceRegistry, Sources};
 use crate::policy::Severity;
 
 /// What `check` says of each entry: the sources it gives, in order, and where it meets K3s
@@ -14,12 +14,7 @@ pub(super) fn notes(
     sources: &Sources,
     k3s: &HashMap<String, crate::policy::Mirror>,
 ) {
-    let entries = sources
-        .registries
-        .iter()
-        .chain(sources.hosts.values())
-        .chain(sources.default_hosts.as_ref());
-    for r in entries {
+    for r in sources.entries() {
         let mut list: Vec<String> = r
             .mirrors
             .iter()
@@ -79,9 +74,9 @@ pub(super) fn insecure_hosts(parts: &mut super::Parts) -> std::collections::Hash
         .sources
         .registries
         .iter()
-        .flat_map(|r| r.mirrors.iter().chain(std::iter::once(&r.endpoint)))
+        .flat_map(SourceRegistry::endpoints)
         .filter(|e| e.insecure && !e.location.is_empty())
-        .map(|e| e.location.split('/').next().unwrap_or_default().to_owned())
+        .map(|e| e.host().to_owned())
         .collect();
     for host in &hosts {
         parts.insecure.insert(host.clone());
