@@ -132,6 +132,27 @@ impl Reader<'_> {
         );
     }
 
+    /// A map keyed by registry (`mirrors`, `configs`): each entry's name, value and path, a key
+    /// that is one of the entries' `fields` (indented too little) reported and left out.
+    fn registries<'n>(
+        &mut self,
+        node: &'n Node,
+        map: &str,
+        fields: &[&str],
+    ) -> Vec<(Spanned<String>, &'n Node, String)> {
+        let mut out = Vec::new();
+        for (key, value) in self.map(node, map) {
+            let Some(name) = self.string(key, map) else {
+                continue;
+            };
+            if !self.slipped(key, &name.value, fields, map) {
+                let path = format!("{map}[{}]", name.value);
+                out.push((name, value, path));
+            }
+        }
+        out
+    }
+
     /// Reports a registry map's key that is one of its entries' `fields`, indented too little.
     fn slipped(&mut self, key: &Node, name: &str, fields: &[&str], map: &str) -> bool {
         let Some(hint) = slipped_field(name, fields, map) else {
@@ -259,14 +280,7 @@ fn read_key(r: &mut Reader, doc: &mut Document, key: &Node, value: &Node) {
 
 fn read_mirrors(r: &mut Reader, node: &Node) -> Vec<MirrorDoc> {
     let mut out = Vec::new();
-    for (key, value) in r.map(node, "mirrors") {
-        let Some(name) = r.string(key, "mirrors") else {
-            continue;
-        };
-        if r.slipped(key, &name.value, MIRROR_KEYS, "mirrors") {
-            continue;
-        }
-        let path = format!("mirrors[{}]", name.value);
+    for (name, value, path) in r.registries(node, "mirrors", MIRROR_KEYS) {
         let mut mirror = MirrorDoc {
             key: name,
             endpoints: Vec::new(),
@@ -295,14 +309,7 @@ fn read_mirrors(r: &mut Reader, node: &Node) -> Vec<MirrorDoc> {
 
 fn read_configs(r: &mut Reader, node: &Node) -> Vec<ConfigDoc> {
     let mut out = Vec::new();
-    for (key, value) in r.map(node, "configs") {
-        let Some(name) = r.string(key, "configs") else {
-            continue;
-        };
-        if r.slipped(key, &name.value, CONFIG_KEYS, "configs") {
-            continue;
-        }
-        let path = format!("configs[{}]", name.value);
+    for (name, value, path) in r.registries(node, "configs", CONFIG_KEYS) {
         let mut config = ConfigDoc {
             key: name,
             auth: None,
