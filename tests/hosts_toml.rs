@@ -221,8 +221,18 @@ fn default_hosts() {
     // TestDefaultHosts: with no hosts.toml, docker.io is pulled from registry-1.docker.io, i.e.
     // the image stays as written.
     let p = load("certs.d:\n  _default: |\n    # no hosts\n").policy;
-    let d = decide(&p, "docker.io/library/alpine:3", None);
+    let image = "docker.io/library/alpine:3";
+    assert_eq!(sources(&p, image), ["docker.io"]);
+    let d = decide(&p, image, None);
     assert!(!d.changed(), "{}", d.reason);
+    let asked: Vec<String> = image_mirror_webhook::rewrite::candidates(&p, image)
+        .into_iter()
+        .map(|c| c.manifest_url)
+        .collect();
+    assert_eq!(
+        asked,
+        ["https://registry-1.docker.io/v2/library/alpine/manifests/3"]
+    );
 }
 
 #[test]
@@ -342,4 +352,21 @@ fn host_port_directories_win_over_host_colon_port_whatever_the_order() {
             l.diagnostics
         );
     }
+}
+
+/// `check` on the command line: an invalid pasted file exits 1, with the policy file's own line
+/// and column; a valid one notes what each entry gives.
+#[test]
+fn check_points_into_the_pasted_files() {
+    let dir = common::TempDir::new("check-runtimes");
+    let bad = "certs.d:\n  ghcr.io: |\n    [host.\"https://m.example.com\"]\n      capabilities = [\"pull\", \"fetch\"]\n";
+    let out = common::check(&dir, bad);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("policy.yaml:4:31: error: certs.d[ghcr.io] host.\"https://m.example.com\": unknown capability fetch"), "{stdout}");
+    let good = "certs.d:\n  ghcr.io: |\n    [host.\"https://m.example.com\"]\n";
+    let out = common::check(&dir, good);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("policy.yaml:2:3: note: certs.d[ghcr.io]: ghcr.io: pulled from m.example.com, then ghcr.io"), "{stdout}");
 }

@@ -303,9 +303,9 @@ fn invalid_v2_configs() {
             .map(|d| d.to_string())
             .collect();
         assert!(errors.iter().any(|m| m.contains(message)), "{file}: {errors:?}");
-        // Every error points into the pasted file: below `registries.conf: |` on line 1.
+        // Every error points into the pasted file, which starts on line 2.
         for d in e.diagnostics.iter().filter(|d| d.severity == Severity::Error) {
-            assert!(d.pos.line >= 1, "{file}: {d}");
+            assert!(d.pos.line >= 2, "{file}: {d}");
         }
     }
 }
