@@ -370,3 +370,17 @@ fn check_points_into_the_pasted_files() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("policy.yaml:2:3: note: certs.d[ghcr.io]: ghcr.io: pulled from m.example.com, then ghcr.io"), "{stdout}");
 }
+
+#[test]
+fn relative_certificate_paths_are_the_host_directorys() {
+    let y = certs_d(&[(
+        "registry.example.com_5000_",
+        "[host.\"https://m.example.com\"]\n  ca = \"ca.pem\"\n  client = [[\"client.cert\", \"client.key\"]]\n",
+    )]);
+    let p = load(&y).policy;
+    let tls = &p.config_for("m.example.com").unwrap().tls;
+    let dir = "/etc/containerd/certs.d/registry.example.com_5000_";
+    assert_eq!(tls.ca_file, Some(format!("{dir}/ca.pem")));
+    assert_eq!(tls.cert_file, Some(format!("{dir}/client.cert")));
+    assert_eq!(tls.key_file, Some(format!("{dir}/client.key")));
+}

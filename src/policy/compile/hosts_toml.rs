@@ -85,13 +85,20 @@ fn entry(d: &mut Diagnostics, doc: &HostsDoc, registry: &str, parts: &mut Parts)
     let mut mirrors = Vec::new();
     for h in &doc.hosts {
         let origin = format!("{file} host.\"{}\"", h.url.value);
-        if let Some(e) = endpoint(d, &origin, h, &h.url.value, parts) {
+        if let Some(e) = endpoint(d, &origin, h, &h.url.value, &doc.dir.value, parts) {
             mirrors.push(e);
         }
     }
     let server_origin = format!("{file} server");
     let primary = match &doc.server {
-        Some(s) => endpoint(d, &server_origin, &doc.server_host, &s.value, parts),
+        Some(s) => endpoint(
+            d,
+            &server_origin,
+            &doc.server_host,
+            &s.value,
+            &doc.dir.value,
+            parts,
+        ),
         // No server: the registry itself, with every capability.
         None => Some(SourceEndpoint {
             location: registry.to_owned(),
@@ -123,6 +130,7 @@ fn endpoint(
     origin: &str,
     h: &HostEntryDoc,
     raw: &str,
+    dir: &str,
     parts: &mut Parts,
 ) -> Option<SourceEndpoint> {
     let pull_from = capabilities(d, origin, h)?;
@@ -171,7 +179,7 @@ fn endpoint(
     if h.skip_verify == Some(true) {
         parts.insecure.insert(bare.clone());
     }
-    tls(&mut parts.configs, &bare, h, &parts_dir(origin));
+    tls(&mut parts.configs, &bare, h, dir);
     headers(d, &mut parts.configs, &bare, h, origin);
     Some(SourceEndpoint {
         location,
@@ -231,14 +239,6 @@ fn capabilities(d: &mut Diagnostics, origin: &str, h: &HostEntryDoc) -> Option<P
             Some(PullFrom::Never)
         }
     }
-}
-
-/// The directory an origin (`certs.d[<dir>] ...`) names.
-fn parts_dir(origin: &str) -> String {
-    origin
-        .strip_prefix("certs.d[")
-        .and_then(|r| r.split_once(']'))
-        .map_or_else(String::new, |(dir, _)| dir.to_owned())
 }
 
 /// `ca` and `client` become the host's TLS for verify, unless `configs` names its own. Relative
