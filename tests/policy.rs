@@ -326,34 +326,35 @@ fn check_warns_where_users_stumble() {
     // `(.*)` itself and the rules of a mirror without such a rule are not flagged.
     assert!(!d.iter().any(|x| x.pos.line == 8), "{d:#?}");
 
-    let (ok, d) = diagnostics("mirrors:\n  docker.io:\n  endpoint: [\"https://m.example.com\"]\n");
-    assert!(!ok);
-    has(&d, Severity::Error, 3, 3, "`endpoint` is not a registry (hint: `endpoint` is a key of each mirrors entry: indent it under its registry");
-    let (ok, d) = diagnostics("mirrors:\n  docker.io:\n    endpoint: [\"https://m.example.com\"]\nrewrite:\n  \"^a\": b\n");
-    assert!(!ok);
-    has(
-        &d,
-        Severity::Error,
-        4,
-        1,
-        "is a key of mirrors.<registry>, not of the top level: is it indented to the wrong level?",
-    );
-    let (ok, d) = diagnostics("identity_token: x\n");
-    assert!(!ok);
-    has(
-        &d,
-        Severity::Error,
-        1,
-        1,
-        "is a key of configs.<registry>.auth, not of the top level",
-    );
-    let (ok, d) = diagnostics("configs:\n  m.example.com:\n  auth:\n    username: a\n");
-    assert!(!ok);
-    has(
-        &d,
-        Severity::Error,
-        3,
-        3,
-        "indent it under its registry (configs.<registry>.auth)",
-    );
+    // A key at the wrong level says where it belongs.
+    for (policy, line, col, message) in [
+        (
+            "mirrors:\n  docker.io:\n  endpoint: [\"https://m.example.com\"]\n",
+            3,
+            3,
+            "`endpoint` is not a registry (hint: `endpoint` is a key of each mirrors entry: indent it under its registry",
+        ),
+        (
+            "mirrors:\n  docker.io:\n    endpoint: [\"https://m.example.com\"]\nrewrite:\n  \"^a\": b\n",
+            4,
+            1,
+            "is a key of mirrors.<registry>, not of the top level: is it indented to the wrong level?",
+        ),
+        (
+            "identity_token: x\n",
+            1,
+            1,
+            "is a key of configs.<registry>.auth, not of the top level",
+        ),
+        (
+            "configs:\n  m.example.com:\n  auth:\n    username: a\n",
+            3,
+            3,
+            "indent it under its registry (configs.<registry>.auth)",
+        ),
+    ] {
+        let (ok, d) = diagnostics(policy);
+        assert!(!ok, "{policy}");
+        has(&d, Severity::Error, line, col, message);
+    }
 }
